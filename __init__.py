@@ -1,0 +1,35 @@
+"""kgraft: cut, inspect and rewire trained Keras models, the way a compiler would.
+
+``kgraft.ir`` and ``kgraft.passes`` import no TensorFlow; the Keras-level functions below load
+it on first use.
+"""
+
+from importlib import import_module
+
+from .ir.errors import (  # noqa: F401
+    CutError,
+    IRParseError,
+    KgraftError,
+    PassError,
+    PipelineError,
+    RefError,
+    UnknownLayerError,
+    UnsupportedModelError,
+    VerificationError,
+)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "lower": ".backends.keras",
+    "build": ".backends.keras",
+}
+
+__all__ = ["KgraftError", "RefError", "CutError", "UnsupportedModelError", "UnknownLayerError",
+           "VerificationError", "IRParseError", "PipelineError", "PassError", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'kgraft' has no attribute {name!r}")

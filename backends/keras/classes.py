@@ -1,0 +1,57 @@
+"""Which layer classes Keras can resolve, so a missing custom class is reported up front.
+
+Keras would fail on the first missing class with a deep traceback; kgraft names them all.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import keras
+
+from ...ir import Graph, Layer, UnknownLayerError
+from ...ir.lower import MODEL_CLASSES
+
+__all__ = ["iter_layers", "missing_classes", "check_classes", "classes_from_handles"]
+
+
+def iter_layers(graph: Graph) -> Iterator[Layer]:
+    """Every layer of the graph and of its nested bodies, outer first."""
+    for layer in graph.layers.values():
+        yield layer
+        if layer.body is not None:
+            yield from iter_layers(layer.body)
+
+
+def _resolvable(layer: Layer, custom_objects: dict) -> bool:
+    registered = layer.spec.get("registered_name")
+    if layer.class_name in MODEL_CLASSES or layer.class_name in custom_objects or registered in custom_objects:
+        return True
+    if keras.saving.get_registered_object(registered or layer.class_name, custom_objects) is not None:
+        return True
+    module = layer.spec.get("module") or "keras.layers"
+    return module.startswith("keras") and hasattr(keras.layers, layer.class_name)
+
+
+def missing_classes(graph: Graph, custom_objects: dict | None) -> list[str]:
+    custom = custom_objects or {}
+    return sorted({l.spec.get("registered_name") or l.class_name
+                   for l in iter_layers(graph) if not _resolvable(l, custom)})
+
+
+def check_classes(graph: Graph, custom_objects: dict | None, where: str) -> None:
+    missing = missing_classes(graph, custom_objects)
+    if missing:
+        raise UnknownLayerError(missing, where)
+
+
+def classes_from_handles(graph: Graph) -> dict[str, type]:
+    """Custom classes of a live source model, so in-memory models need no custom_objects."""
+    found = {}
+    for layer in iter_layers(graph):
+        cls = type(layer.handle) if layer.handle is not None else None
+        if cls is not None and not cls.__module__.startswith("keras"):
+            found[layer.class_name] = cls
+            if layer.spec.get("registered_name"):
+                found[layer.spec["registered_name"]] = cls
+    return found

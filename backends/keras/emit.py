@@ -1,0 +1,91 @@
+"""IR -> Keras model config (the format ``model.get_config()`` produces, Keras 3 flavour).
+
+Emitting a config and letting Keras's own ``from_config`` build it keeps every layer's call
+semantics exactly as Keras defines them, and costs the same as Keras's own rebuild.
+Call-site indices are renumbered per layer, since passes may have dropped call sites.
+"""
+
+from __future__ import annotations
+
+from ...ir import INPUT_CLASS, Graph, ValueRef
+from ...ir.tree import map_refs
+
+__all__ = ["to_config"]
+
+_FUNCTIONAL = {"module": "keras.src.models.functional", "class_name": "Functional",
+               "registered_name": "Functional"}
+
+
+def to_config(graph: Graph) -> dict:
+    """``{"class_name": "Functional"|"Sequential", "config": {...}}`` for ``graph``."""
+    if graph.kind == "Sequential" and _is_chain(graph):
+        return {"class_name": "Sequential", "config": _sequential(graph)}
+    return {"class_name": "Functional", "config": _functional(graph)}
+
+
+def _is_chain(graph: Graph) -> bool:
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        return False
+    prev = ValueRef(graph.inputs[0])
+    for node in graph.nodes()[1:]:
+        operands = [ref for _, ref in node.operands()]
+        if operands != [prev] or node.kwargs or len(graph.call_sites(node.layer)) != 1:
+            return False
+        prev = ValueRef(node.id)
+    return graph.outputs == [prev]
+
+
+def _entry(graph: Graph, name: str) -> dict:
+    layer = graph.layers[name]
+    entry = {**layer.spec, "name": name, "config": {**layer.spec.get("config", {}), "name": name}}
+    if layer.body is not None:
+        body = to_config(layer.body)
+        entry["config"].update(body["config"])
+        entry["config"]["name"] = name
+        if body["class_name"] != layer.class_name:
+            entry.update(_FUNCTIONAL)
+    return entry
+
+
+def _sequential(graph: Graph) -> dict:
+    nodes = graph.nodes()
+    layers = [_entry(graph, node.layer) for node in nodes]
+    return {"name": graph.name, "trainable": True, "layers": layers}
+
+
+def _functional(graph: Graph) -> dict:
+    position: dict[str, int] = {}
+    for name in graph.layers:
+        for k, call in enumerate(graph.call_sites(name)):
+            position[call.id] = k
+
+    def tensor(ref: ValueRef) -> dict:
+        ttype = graph.value_type(ref)
+        producer = graph.node(ref.node)
+        return {"class_name": "__keras_tensor__", "config": {
+            "shape": list(ttype.shape) if ttype.shape is not None else None,
+            "dtype": ttype.dtype,
+            "keras_history": [producer.layer, position[ref.node], ref.index]}}
+
+    entries: dict[str, dict] = {}
+    for node in graph.nodes():
+        if node.layer not in entries:
+            entries[node.layer] = {**_entry(graph, node.layer), "inbound_nodes": []}
+        if graph.layers[node.layer].class_name != INPUT_CLASS:
+            entries[node.layer]["inbound_nodes"].append(
+                {"args": map_refs(node.args, tensor), "kwargs": map_refs(node.kwargs, tensor)})
+
+    def endpoint(ref: ValueRef) -> list:
+        return [graph.node(ref.node).layer, position[ref.node], ref.index]
+
+    inputs = [endpoint(ValueRef(i)) for i in graph.inputs]
+    outputs = [endpoint(r) for r in graph.outputs]
+    return {
+        "name": graph.name,
+        "trainable": True,
+        "layers": list(entries.values()),
+        "input_layers": inputs[0] if len(inputs) == 1 else inputs,
+        "output_layers": outputs[0] if len(outputs) == 1 else outputs,
+    }
+
+

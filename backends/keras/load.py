@@ -1,0 +1,124 @@
+"""Lowering Keras models (in memory, ``.keras`` or ``.h5`` files) into the graph IR.
+
+The graph comes from ``model.get_config()`` (pure lowering in :mod:`kgraft.ir.lower`); this
+module adds what only the live model knows: each layer's object (whose weights the backend
+copies) and the types of values no layer consumes (model outputs). Files are read with
+Keras's ``safe_mode`` on; their config is checked first so that a ``Lambda`` layer or a missing
+custom class gives a clear error instead of a failure deep inside Keras.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import replace
+
+import keras
+
+from ...ir import Graph, KgraftError, TensorType, UnsupportedModelError, lower_config
+from .classes import check_classes, iter_layers
+
+__all__ = ["lower", "load_model", "read_file_config"]
+
+_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def lower(model_or_path, custom_objects: dict | None = None, *, safe_mode: bool = True) -> Graph:
+    """``kgraft.lower``: a Keras model or a path to a ``.keras``/``.h5`` file -> IR graph."""
+    model = load_model(model_or_path, custom_objects, safe_mode=safe_mode)
+    graph = lower_config(model_config(model))
+    _attach(graph, model)
+    graph.meta.update(source=model, custom_objects=dict(custom_objects or {}))
+    return graph
+
+
+def model_config(model) -> dict:
+    """``{"class_name": ..., "config": ...}`` of a Functional or Sequential model."""
+    if isinstance(model, keras.Sequential):
+        return {"class_name": "Sequential", "config": model.get_config()}
+    from keras.src.models.functional import Functional
+
+    if not isinstance(model, Functional):
+        raise UnsupportedModelError(
+            f"model {model.name!r} is a subclassed keras.Model ({type(model).__name__}): its graph "
+            "lives in Python code, not in a config, so kgraft cannot read it. Build it with the "
+            "functional API (keras.Model(inputs, outputs)) or as a keras.Sequential."
+        )
+    try:
+        config = model.get_config()
+    except Exception as e:
+        raise UnsupportedModelError(f"model {model.name!r}: get_config() failed: {e}") from e
+    if not isinstance(config, dict) or "input_layers" not in config:
+        raise UnsupportedModelError(
+            f"model {model.name!r} ({type(model).__name__}) overrides get_config(), so its "
+            "functional graph cannot be read from the config"
+        )
+    return {"class_name": "Functional", "config": config}
+
+
+def load_model(model_or_path, custom_objects: dict | None = None, *, safe_mode: bool = True):
+    """The Keras model itself, or the model stored at a path (never executing code silently)."""
+    if isinstance(model_or_path, keras.Model):
+        return model_or_path
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        raise KgraftError(
+            f"expected a keras.Model or a path to a .keras/.h5 file, got {type(model_or_path).__name__}"
+        )
+    path = os.fspath(model_or_path)
+    graph = lower_config(read_file_config(path))
+    lambdas = sorted(l.qualified_name for l in iter_layers(graph) if l.class_name == "Lambda")
+    if lambdas and safe_mode:
+        raise KgraftError(
+            f"model file {path!r} contains Lambda layer(s) {', '.join(lambdas)}: loading them runs "
+            "Python code stored in the file, which Keras's safe_mode forbids. If you trust the file, "
+            f"opt in with kgraft.lower({path!r}, safe_mode=False) (CLI: --unsafe)."
+        )
+    check_classes(graph, custom_objects, f"model file {path!r}")
+    try:
+        return keras.saving.load_model(path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
+    except Exception as e:
+        raise KgraftError(f"Keras could not load model file {path!r}: {type(e).__name__}: {e}") from e
+
+
+def read_file_config(path: str) -> dict:
+    """The model config stored in a ``.keras`` (zip) or ``.h5`` file, without building the model."""
+    if not os.path.exists(path):
+        raise KgraftError(f"no such model file: {path!r}")
+    if not path.endswith(_FILE_SUFFIXES):
+        raise KgraftError(f"unsupported model file {path!r}: expected one of {', '.join(_FILE_SUFFIXES)}")
+    try:
+        if path.endswith(".keras"):
+            with zipfile.ZipFile(path) as archive:
+                return json.loads(archive.read("config.json"))
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+            if raw is None:
+                raise KgraftError(f"model file {path!r} holds weights only (no model_config): save the whole model")
+            return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except KgraftError:
+        raise
+    except Exception as e:
+        raise KgraftError(f"model file {path!r} is corrupt or unreadable: {type(e).__name__}: {e}") from e
+
+
+def _attach(graph: Graph, model) -> None:
+    """Point each IR layer at its source layer object and fill in output types."""
+    by_name = {layer.name: layer for layer in model.layers}
+    for layer in list(graph.layers.values()):
+        handle = by_name.get(layer.name)
+        if handle is None:
+            continue  # an InputLayer that Sequential does not list
+        if layer.body is not None:
+            _attach(layer.body, handle)
+        graph.set_layer(replace(layer, handle=handle))
+    outputs = getattr(model, "outputs", None) or []
+    for ref, tensor in zip(graph.outputs, outputs):
+        node = graph.node(ref.node)
+        if node.outputs[ref.index].known:
+            continue
+        types = list(node.outputs)
+        types[ref.index] = TensorType(tuple(tensor.shape), str(tensor.dtype))
+        graph.replace_node(replace(node, outputs=tuple(types)))

@@ -1,0 +1,12 @@
+"""kgraft's graph IR: call sites of Keras layers on networkx. Imports no TensorFlow."""
+
+from .errors import *  # noqa: F401,F403
+from .graph import INPUT_CLASS, Graph, Layer, Node, ValueRef
+from .lower import lower_config
+from .parser import parse
+from .printer import print_graph
+from .types import TensorType
+from .verifier import verify
+
+__all__ = ["Graph", "Layer", "Node", "ValueRef", "TensorType", "INPUT_CLASS",
+           "lower_config", "parse", "print_graph", "verify"]

@@ -1,0 +1,233 @@
+"""Lowering a Keras model *config* (``model.get_config()``, a plain dict) into the graph IR.
+
+Handles Functional and Sequential configs nested to any depth, in the Keras 3 format
+(``inbound_nodes`` as ``{"args", "kwargs"}`` with ``__keras_tensor__`` leaves) and the legacy
+tf.keras 2.x format (``[[name, node_index, tensor_index, kwargs], ...]``). Pure Python: value
+types come from the tensors recorded at their uses; a backend fills in what a config lacks
+(the types of model outputs) from the live model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+
+from .errors import KgraftError, UnsupportedModelError
+from .graph import INPUT_CLASS, Graph, Layer, Node, ValueRef
+from .types import UNKNOWN, TensorType
+
+__all__ = ["lower_config", "is_model_spec", "compute_dtype", "MODEL_CLASSES"]
+
+MODEL_CLASSES = frozenset({"Functional", "Model", "Sequential"})
+_MODEL_KEYS = ("layers", "input_layers", "output_layers", "build_input_shape")
+
+
+def lower_config(config: dict, path: tuple[str, ...] = ()) -> Graph:
+    """Lower a model config: ``{"class_name": "Functional", "config": {...}}`` or the inner dict."""
+    if not isinstance(config, dict):
+        raise KgraftError(f"expected a model config dict, got {type(config).__name__}")
+    if "class_name" in config and isinstance(config.get("config"), dict):
+        kind, inner = config["class_name"], config["config"]
+    else:
+        kind, inner = ("Functional" if "input_layers" in config else "Sequential"), config
+    if not isinstance(inner.get("layers"), list):
+        raise UnsupportedModelError(
+            f"config of {kind} {inner.get('name', '?')!r} has no 'layers' list: only Functional and "
+            "Sequential models have a graph kgraft can read (subclassed models do not)"
+        )
+    if "input_layers" in inner:
+        return _lower_functional(inner, path)
+    return _lower_sequential(inner, path)
+
+
+def is_model_spec(entry: dict) -> bool:
+    """True for a layer entry that is itself a Functional or Sequential model."""
+    cfg = entry.get("config")
+    return isinstance(cfg, dict) and isinstance(cfg.get("layers"), list) and (
+        entry.get("class_name") in MODEL_CLASSES or "input_layers" in cfg
+    )
+
+
+def compute_dtype(spec: dict) -> str | None:
+    """The dtype a layer computes in, from its dtype policy (``mixed_float16`` -> ``float16``)."""
+    dtype = spec.get("config", {}).get("dtype")
+    if isinstance(dtype, dict):
+        dtype = dtype.get("config", {}).get("name")
+    if isinstance(dtype, str) and dtype.startswith("mixed_"):
+        return dtype[len("mixed_"):]
+    return dtype if isinstance(dtype, str) else None
+
+
+def _layer_name(entry: dict) -> str:
+    name = entry.get("name") or entry.get("config", {}).get("name")
+    if not isinstance(name, str) or not name:
+        raise KgraftError(f"corrupt model config: a {entry.get('class_name', '?')} layer entry has no name")
+    return name
+
+
+def _make_layer(entry: dict, path: tuple[str, ...]) -> Layer:
+    if not isinstance(entry, dict) or "class_name" not in entry:
+        raise KgraftError(f"corrupt model config: layer entry {str(entry)[:80]!r} has no class_name")
+    name = _layer_name(entry)
+    spec = {k: v for k, v in entry.items() if k not in ("inbound_nodes", "name")}
+    body = None
+    if is_model_spec(entry):
+        body = lower_config(entry, path + (name,))
+        spec["config"] = {k: v for k, v in entry["config"].items() if k not in _MODEL_KEYS}
+    return Layer(name, entry["class_name"], spec, path + (name,), body=body)
+
+
+def _input_node(layer: Layer) -> Node:
+    cfg = layer.config
+    shape = cfg.get("batch_shape", cfg.get("batch_input_shape"))
+    dtype = cfg.get("dtype") if isinstance(cfg.get("dtype"), str) else compute_dtype(layer.spec)
+    ttype = TensorType(tuple(shape) if shape is not None else None, dtype or "float32")
+    return Node(Node.make_id(layer.name, 0), layer.name, 0, [], {}, (ttype,))
+
+
+def _lower_sequential(cfg: dict, path: tuple[str, ...]) -> Graph:
+    graph = Graph(cfg.get("name", "sequential"), "Sequential")
+    entries = list(cfg["layers"])
+    if entries and entries[0].get("class_name") == INPUT_CLASS:
+        input_layer = _make_layer(entries.pop(0), path)
+    else:
+        shape = cfg.get("build_input_shape")
+        if shape is None and entries:
+            shape = entries[0].get("build_config", {}).get("input_shape")
+        if shape is None:
+            raise UnsupportedModelError(
+                f"Sequential model {graph.name!r} was never built, so it has no input shape: "
+                "give it a keras.Input(...) first or call it on data once"
+            )
+        name = f"{graph.name}_input"
+        input_layer = Layer(name, INPUT_CLASS, {"module": "keras.layers", "class_name": INPUT_CLASS,
+                            "config": {"batch_shape": list(shape), "dtype": "float32", "name": name}},
+                            path + (name,))
+    graph.add_layer(input_layer)
+    prev = ValueRef(graph.add_node(_input_node(input_layer)).id)
+    graph.set_inputs([prev.node])
+    for i, entry in enumerate(entries):
+        layer = graph.add_layer(_make_layer(entry, path))
+        next_shape = entries[i + 1].get("build_config", {}).get("input_shape") if i + 1 < len(entries) else None
+        out = TensorType(tuple(next_shape) if next_shape else None, compute_dtype(layer.spec))
+        if layer.body is not None and out.shape is None and layer.body.outputs:
+            out = layer.body.value_type(layer.body.outputs[0])
+        prev = ValueRef(graph.add_node(Node(Node.make_id(layer.name, 0), layer.name, 0, [prev], {}, (out,))).id)
+    graph.set_outputs([prev])
+    return graph
+
+
+class _CallDecoder:
+    """Turns serialized call arguments into trees of ValueRefs, recording each tensor's type."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.types: dict[ValueRef, TensorType] = {}
+
+    def ref(self, layer: str, node_index: int, tensor_index: int, ttype: TensorType = UNKNOWN) -> ValueRef:
+        ref = ValueRef(Node.make_id(layer, int(node_index)), int(tensor_index))
+        if ttype.known or ref not in self.types:
+            self.types[ref] = ttype
+        return ref
+
+    def tree(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            if value.get("class_name") == "__keras_tensor__":
+                cfg = value.get("config", {})
+                hist = cfg.get("keras_history")
+                if not (isinstance(hist, (list, tuple)) and len(hist) == 3):
+                    raise KgraftError(f"corrupt model config in {self.where}: tensor without keras_history")
+                shape = cfg.get("shape")
+                return self.ref(*hist, TensorType(tuple(shape) if shape is not None else None, cfg.get("dtype")))
+            return {k: self.tree(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):  # live configs hold tuples, JSON files lists
+            return [self.tree(v) for v in value]
+        return value
+
+    def call(self, node_data: Any) -> tuple[list, dict]:
+        if isinstance(node_data, dict):  # Keras 3
+            return self.tree(node_data.get("args", [])), self.tree(node_data.get("kwargs", {}))
+        if isinstance(node_data, (list, tuple)):  # legacy: one list of [layer, node, tensor, kwargs] per call
+            tensors, kwargs = [], {}
+            for item in node_data:
+                if not (isinstance(item, list) and len(item) in (3, 4)):
+                    raise KgraftError(f"corrupt model config in {self.where}: bad inbound entry {item!r}")
+                tensors.append(self.ref(*item[:3]))
+                kwargs = item[3] if len(item) == 4 else {}
+            return [tensors[0] if len(tensors) == 1 else tensors], self.tree(kwargs)
+        raise KgraftError(f"corrupt model config in {self.where}: unreadable inbound node {node_data!r}")
+
+
+def _endpoints(value: Any, what: str, model: str) -> list[ValueRef]:
+    if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
+        value = [value]
+    if isinstance(value, dict):  # Keras 3 may key the outputs of a model with dict outputs
+        value = list(value.values())
+    if not isinstance(value, list) or not all(isinstance(v, list) and len(v) >= 3 for v in value):
+        raise KgraftError(f"corrupt model config: {what} of model {model!r} is {value!r}")
+    return [ValueRef(Node.make_id(v[0], int(v[1])), int(v[2])) for v in value]
+
+
+def _lower_functional(cfg: dict, path: tuple[str, ...]) -> Graph:
+    graph = Graph(cfg.get("name", "model"), "Functional")
+    decoder = _CallDecoder(f"model {graph.name!r}")
+    pending: dict[str, Node] = {}
+    for entry in cfg["layers"]:
+        layer = graph.add_layer(_make_layer(entry, path))
+        if layer.class_name == INPUT_CLASS:
+            node = _input_node(layer)
+            pending[node.id] = node
+            continue
+        inbound = entry.get("inbound_nodes") or []
+        if not isinstance(inbound, list):
+            raise KgraftError(f"corrupt model config: inbound_nodes of {layer.name!r} is not a list")
+        for k, node_data in enumerate(inbound):
+            args, kwargs = decoder.call(node_data)
+            node = Node(Node.make_id(layer.name, k), layer.name, k, args, kwargs, ())
+            pending[node.id] = node
+    inputs = [r.node for r in _endpoints(cfg.get("input_layers", []), "input_layers", graph.name)]
+    outputs = _endpoints(cfg.get("output_layers", []), "output_layers", graph.name)
+    for ref in outputs:
+        decoder.types.setdefault(ref, UNKNOWN)
+    _add_in_dependency_order(graph, pending, decoder.types)
+    for node_id in inputs:
+        if node_id not in graph or graph.layer_of(node_id).class_name != INPUT_CLASS:
+            raise KgraftError(f"corrupt model config: input {node_id!r} of {graph.name!r} is not an InputLayer")
+    graph.set_inputs(inputs)
+    for ref in outputs:
+        if ref.node not in graph:
+            raise KgraftError(f"corrupt model config: output {ref.node!r} of {graph.name!r} is not defined")
+    graph.set_outputs(outputs)
+    return graph
+
+
+def _add_in_dependency_order(graph: Graph, pending: dict[str, Node], types: dict) -> None:
+    """Keras lists a shared layer's calls together, before some of their inputs exist: sort them."""
+    order = {node_id: i for i, node_id in enumerate(pending)}
+    deps = nx.DiGraph()
+    deps.add_nodes_from(pending)
+    n_outputs: dict[str, int] = {}
+    for ref in types:
+        n_outputs[ref.node] = max(n_outputs.get(ref.node, 0), ref.index + 1)
+    for node in pending.values():
+        for _, ref in node.operands():
+            if ref.node not in pending:
+                raise KgraftError(
+                    f"corrupt model config: call site {node.id!r} of model {graph.name!r} uses "
+                    f"{ref.node!r}, which the config does not define"
+                )
+            deps.add_edge(ref.node, node.id)
+    try:
+        ids = list(nx.lexicographical_topological_sort(deps, key=order.__getitem__))
+    except nx.NetworkXUnfeasible:
+        raise KgraftError(f"corrupt model config: the layers of {graph.name!r} form a cycle") from None
+    for node_id in ids:
+        node = pending[node_id]
+        if not node.outputs:
+            outs = tuple(types.get(ValueRef(node_id, i), UNKNOWN) for i in range(n_outputs.get(node_id, 1)))
+            body = graph.layers[node.layer].body
+            if body is not None and len(body.outputs) == len(outs):
+                outs = tuple(t if t.known else body.value_type(b) for t, b in zip(outs, body.outputs))
+            node = Node(node.id, node.layer, node.call_index, node.args, node.kwargs, outs)
+        graph.add_node(node)

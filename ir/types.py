@@ -1,0 +1,63 @@
+"""Tensor types of IR values: a shape (``None`` for an unknown dimension) and a dtype.
+
+Printed MLIR-style as ``f32[?,32,32,3]``; an unknown rank prints as ``f32[*]`` and an
+unknown dtype as ``?``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TensorType", "UNKNOWN"]
+
+_SHORT = {
+    "float16": "f16", "float32": "f32", "float64": "f64", "bfloat16": "bf16",
+    "int8": "i8", "int16": "i16", "int32": "i32", "int64": "i64",
+    "uint8": "u8", "uint16": "u16", "uint32": "u32", "uint64": "u64",
+    "bool": "i1", "string": "str", "complex64": "c64", "complex128": "c128",
+}
+_LONG = {v: k for k, v in _SHORT.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class TensorType:
+    """Shape and dtype of one tensor; either may be unknown (``None``)."""
+
+    shape: tuple[int | None, ...] | None = None
+    dtype: str | None = None
+
+    def __str__(self) -> str:
+        dtype = "?" if self.dtype is None else _SHORT.get(self.dtype, self.dtype)
+        if self.shape is None:
+            return f"{dtype}[*]"
+        return f"{dtype}[{','.join('?' if d is None else str(d) for d in self.shape)}]"
+
+    @staticmethod
+    def parse(text: str) -> "TensorType":
+        """Inverse of ``str``: ``f32[?,4]`` -> ``TensorType((None, 4), "float32")``."""
+        dtype, _, rest = text.partition("[")
+        if not rest.endswith("]"):
+            raise ValueError(f"not a tensor type: {text!r} (expected e.g. f32[?,4])")
+        dims = rest[:-1]
+        dtype_name = None if dtype == "?" else _LONG.get(dtype, dtype)
+        if dims == "*":
+            return TensorType(None, dtype_name)
+        shape = tuple(None if d == "?" else int(d) for d in dims.split(",")) if dims else ()
+        return TensorType(shape, dtype_name)
+
+    @property
+    def known(self) -> bool:
+        return self.shape is not None and self.dtype is not None
+
+    def compatible(self, other: "TensorType") -> bool:
+        """False only when both types are known and clash (rank, a fixed dim, or dtype)."""
+        if self.dtype and other.dtype and self.dtype != other.dtype:
+            return False
+        if self.shape is None or other.shape is None:
+            return True
+        if len(self.shape) != len(other.shape):
+            return False
+        return all(a is None or b is None or a == b for a, b in zip(self.shape, other.shape))
+
+
+UNKNOWN = TensorType()
