@@ -23,6 +23,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "lower": ".backends.keras",
     "build": ".backends.keras",
+    "flatten": ".api",
+    "extract": ".api",
+    "split_points": ".api",
+    "split": ".api",
+    "add_head": ".api",
+    "downstream": ".api",
 }
 
 __all__ = ["KgraftError", "RefError", "CutError", "UnsupportedModelError", "UnknownLayerError",

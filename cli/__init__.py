@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from ..ir import KgraftError, PipelineError
+from ..ir import KgraftError, PipelineError, VerificationError, verify
 
 __all__ = ["main"]
 
@@ -95,6 +95,10 @@ def opt(model: str, input_shape: str | None, unsafe: bool, pipeline: str, print_
 
     passes = parse_pipeline(pipeline)  # usage errors before any slow loading
     graph = load_graph(model, input_shape=_shape(input_shape), unsafe=unsafe)
+    try:  # like mlir-opt: reject invalid input instead of blaming (or hiding it behind) the first pass
+        verify(graph)
+    except VerificationError as e:
+        raise VerificationError(f"{e}\n(in the input {model!r}, before any pass ran)") from None
 
     def dump(p, result):
         click.echo(f"// -----// IR after {p} //----- //")

@@ -111,8 +111,9 @@ def _lower_sequential(cfg: dict, path: tuple[str, ...]) -> Graph:
         layer = graph.add_layer(_make_layer(entry, path))
         next_shape = entries[i + 1].get("build_config", {}).get("input_shape") if i + 1 < len(entries) else None
         out = TensorType(tuple(next_shape) if next_shape else None, compute_dtype(layer.spec))
-        if layer.body is not None and out.shape is None and layer.body.outputs:
-            out = layer.body.value_type(layer.body.outputs[0])
+        if layer.body is not None and not out.known and layer.body.outputs:
+            inner = layer.body.value_type(layer.body.outputs[0])
+            out = TensorType(out.shape if out.shape is not None else inner.shape, out.dtype or inner.dtype)
         prev = ValueRef(graph.add_node(Node(Node.make_id(layer.name, 0), layer.name, 0, [prev], {}, (out,))).id)
     graph.set_outputs([prev])
     return graph

@@ -25,6 +25,8 @@ def parse(text: str) -> Graph:
     """Parse one ``kgraft.model``/``kgraft.sequential`` block (nested regions included)."""
     lines = [(no, line.strip()) for no, line in enumerate(text.splitlines(), 1)
              if line.strip() and not line.strip().startswith(("#", "//"))]
+    if not lines:
+        raise IRParseError("empty IR: expected 'kgraft.model @name(%input: type, ...) {'")
     parser = _Parser(lines)
     graph = parser.model(())
     if parser.i != len(lines):
@@ -64,6 +66,8 @@ class _Parser:
         graph.set_inputs([r.node for r in names.values()])
         while True:
             no, line = self.next_line()
+            if line == "}":
+                raise IRParseError(f"line {no}: missing 'return' in {m.group(1)} @{graph.name} before its closing '}}'")
             if line.startswith("return"):
                 scan = ValueScanner(line[len("return"):], no, names.__getitem__)
                 outputs = []
@@ -136,6 +140,8 @@ class _Parser:
         has_body = scan.accept("{")
         if not scan.at_end():
             raise scan.error("unexpected text at the end of the line")
+        if len(results) != len(types):
+            raise IRParseError(f"line {no}: {node_id} defines {len(results)} value(s) but has {len(types)} type(s)")
         layer_name, call_index = idm.group(1), int(idm.group(2))
         body = self.model(path + (layer_name,)) if has_body else None
         if has_body:
@@ -149,16 +155,25 @@ class _Parser:
             graph.add_layer(Layer(layer_name, class_name, spec, path + (layer_name,), body=body))
         elif has_body:
             raise IRParseError(f"line {no}: model {layer_name!r} has a second body")
+        else:
+            layer = graph.layers[layer_name]
+            known = {k: v for k, v in layer.config.items() if k != "name"}
+            if (layer.spec.get("registered_name") or layer.class_name) != cls or known != attrs:
+                raise IRParseError(f"line {no}: call site {node_id} disagrees with an earlier call of layer "
+                                   f"{layer_name!r} on its class or attributes (a shared layer has one of each)")
         try:
             graph.add_node(Node(node_id, layer_name, call_index, args, kwargs, tuple(types)))
         except KgraftError as e:
             raise IRParseError(f"line {no}: {e}") from None
         for i, name in enumerate(results):
+            if name in names:
+                raise IRParseError(f"line {no}: value %{name} is defined twice")
             names[name] = ValueRef(node_id, i)
 
 
 def _type(text: str, no: int) -> TensorType:
     try:
         return TensorType.parse(text)
-    except ValueError as e:
-        raise IRParseError(f"line {no}: {e}") from None
+    except ValueError:
+        raise IRParseError(f"line {no}: not a tensor type: {text!r} (expected e.g. f32[?,4]: a dtype, "
+                           "then dimensions that are integers or '?', or [*] for an unknown rank)") from None

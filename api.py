@@ -1,0 +1,76 @@
+"""The Keras-level functions: each lowers the model, runs passes, and builds new models.
+
+Every function accepts a ``keras.Model`` or a path to a ``.keras``/``.h5`` file (plus
+``custom_objects``), returns new models whose weights are copied from the argument, and never
+mutates the argument.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import passes
+from .backends.keras import build, lower
+from .ir import Graph, KgraftError, TensorType
+from .ir.refs import resolve
+from .passes.extract import inline_if_needed
+
+__all__ = ["flatten", "extract", "split_points", "split", "add_head", "downstream"]
+
+
+def flatten(model, custom_objects: dict | None = None):
+    """Inline every nested model; same inputs, outputs and numbers."""
+    return build(passes.inline_nested(lower(model, custom_objects)))
+
+
+def extract(model, outputs, inputs=None, custom_objects: dict | None = None):
+    """Sub-model from ``inputs`` (refs; default: the model's inputs) to ``outputs`` (ref or refs)."""
+    outs = [outputs] if isinstance(outputs, str) else list(outputs)
+    ins = [inputs] if isinstance(inputs, str) else inputs
+    return build(passes.extract(lower(model, custom_objects), outputs=outs, inputs=ins))
+
+
+def split_points(model, custom_objects: dict | None = None) -> list[str]:
+    """Every ref where a single-tensor split is valid, in topological order."""
+    return passes.split_points(lower(model, custom_objects))
+
+
+def split(model, at, custom_objects: dict | None = None) -> list:
+    """``len(cuts) + 1`` models that compose back to ``model`` (see :mod:`kgraft.passes.split`)."""
+    return build(passes.split(lower(model, custom_objects), at=at))
+
+
+def add_head(model, at: str, head: Any, name: str | None = None, custom_objects: dict | None = None):
+    """Attach ``head`` (a layer, a list of layers, or a callable on a KerasTensor) to tensor ``at``.
+
+    The result's outputs are the model's outputs followed by the head's.
+    """
+    graph = inline_if_needed(lower(model, custom_objects), [at])
+    head_graph = _lower_head(head, graph.value_type(resolve(graph, at)))
+    return build(passes.add_head(graph, at=at, head=head_graph, model_name=name))
+
+
+def downstream(model, ref: str, custom_objects: dict | None = None) -> list[str]:
+    """Names of all layers whose output depends on ``ref``, in topological order."""
+    return passes.downstream(lower(model, custom_objects), ref)
+
+
+def _lower_head(head: Any, at_type: TensorType) -> Graph:
+    """The head applied to a fresh ``keras.Input`` of ``at``'s type, lowered to IR."""
+    import keras
+
+    if at_type.shape is None:
+        raise KgraftError(f"add_head: the tensor's type is unknown ({at_type}), so the head cannot be built")
+    x = keras.Input(batch_shape=at_type.shape, dtype=at_type.dtype)
+    if isinstance(head, keras.layers.Layer):
+        y = head(x)
+    elif isinstance(head, (list, tuple)):
+        y = x
+        for layer in head:
+            y = layer(y)
+    elif callable(head):
+        y = head(x)
+    else:
+        raise KgraftError(f"add_head: head must be a Keras layer, a list of layers or a callable "
+                          f"(KerasTensor -> KerasTensor), got {type(head).__name__}")
+    return lower(keras.Model(x, y))

@@ -1,0 +1,135 @@
+"""Tensor references ("refs"), as users write them, resolved to IR values.
+
+* ``block5_conv3``       output of the layer of that name
+* ``vgg16/block5_conv3`` qualified path through nested models (valid before and after inlining)
+* ``name:i``             output ``i`` of a layer with several outputs
+* ``name@k``             call site ``k`` of a shared layer (combine: ``name@k:i``)
+
+An unknown ref raises :class:`RefError` listing the closest names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+from .errors import RefError
+from .graph import Graph, Layer, ValueRef
+
+__all__ = ["Ref", "parse_ref", "resolve", "resolve_many", "all_refs", "NestedRef", "points_inside", "sanitize"]
+
+_REF = re.compile(r"^(?P<path>[^@:]+?)(?:@(?P<call>\d+))?(?::(?P<out>\d+))?$")
+
+
+@dataclass(frozen=True)
+class Ref:
+    path: str
+    call: int | None = None
+    output: int | None = None
+
+
+class NestedRef(RefError):
+    """The ref names a value inside a nested model: inline nested models, then resolve again."""
+
+
+def parse_ref(text: str) -> Ref:
+    m = _REF.match(text.strip()) if isinstance(text, str) else None
+    if not m:
+        raise RefError(f"{text!r} is not a tensor ref: expected 'name', 'outer/inner', 'name:i' or 'name@k'")
+    call, out = m.group("call"), m.group("out")
+    return Ref(m.group("path"), int(call) if call else None, int(out) if out else None)
+
+
+def _find_layer(graph: Graph, path: str) -> Layer | None:
+    if path.startswith(graph.name + "/") and path not in graph.layers:
+        path = path[len(graph.name) + 1:]
+    layer = graph.layers.get(path)
+    if layer is not None:
+        return layer
+    return next((l for l in graph.layers.values() if l.qualified_name == path), None)
+
+
+def points_inside(graph: Graph, text: str) -> bool:
+    """True when ``text`` names a layer inside a nested model of ``graph`` (not at its top level)."""
+    ref = parse_ref(text)
+    if _find_layer(graph, ref.path) is not None:
+        return False
+    return any(_in_body(layer.body, ref.path) for layer in graph.layers.values() if layer.body is not None)
+
+
+def _in_body(body: Graph, path: str) -> bool:
+    for layer in body.layers.values():
+        if layer.name == path or layer.qualified_name == path:
+            return True
+        if layer.body is not None and _in_body(layer.body, path):
+            return True
+    return False
+
+
+def resolve(graph: Graph, text: str) -> ValueRef:
+    """The value ``text`` names in ``graph`` (top level), or a RefError that says what exists."""
+    ref = parse_ref(text)
+    layer = _find_layer(graph, ref.path)
+    if layer is None:
+        if points_inside(graph, text):
+            raise NestedRef(f"{text!r} is inside a nested model of {graph.name!r}; inline nested models first")
+        raise RefError(_unknown_message(graph, text))
+    calls = graph.call_sites(layer.name)
+    if not calls:
+        raise RefError(f"layer {layer.name!r} is not called in model {graph.name!r} (it was pruned)")
+    if ref.call is None:
+        if len(calls) > 1:
+            options = ", ".join(f"{layer.name}@{c.call_index}" for c in calls)
+            raise RefError(f"{text!r} is ambiguous: layer {layer.name!r} is shared ({len(calls)} call sites); "
+                           f"pick one: {options}")
+        node = calls[0]
+    else:
+        node = next((c for c in calls if c.call_index == ref.call), None)
+        if node is None:
+            options = ", ".join(f"{layer.name}@{c.call_index}" for c in calls)
+            raise RefError(f"{text!r}: layer {layer.name!r} has no call site {ref.call}; it has {options}")
+    n_out = len(node.outputs)
+    if ref.output is None:
+        if n_out > 1:
+            name = graph.value_name(ValueRef(node.id, 0)).rsplit(":", 1)[0]
+            raise RefError(f"{text!r} is ambiguous: {name!r} has {n_out} outputs; pick one: "
+                           + ", ".join(f"{name}:{i}" for i in range(n_out)))
+        return ValueRef(node.id, 0)
+    if ref.output >= n_out:
+        raise RefError(f"{text!r}: {layer.name!r} has {n_out} output(s) (0..{n_out - 1}), not {ref.output}")
+    return ValueRef(node.id, ref.output)
+
+
+def resolve_many(graph: Graph, texts) -> list[ValueRef]:
+    return [resolve(graph, t) for t in ([texts] if isinstance(texts, str) else texts)]
+
+
+def all_refs(graph: Graph) -> list[str]:
+    """Every ref that names a value in ``graph``, nested models' values included (for suggestions)."""
+    names = []
+    for node in graph.nodes():
+        for i in range(len(node.outputs)):
+            names.append(graph.value_name(ValueRef(node.id, i)))
+        layer = graph.layers[node.layer]
+        if layer.qualified_name != layer.name:
+            names.append(layer.qualified_name)
+        if layer.body is not None:
+            names.extend(n for n in all_refs(layer.body) if n not in layer.body.layers
+                         or layer.body.layers[n].class_name != "InputLayer")
+    return list(dict.fromkeys(names))
+
+
+def _unknown_message(graph: Graph, text: str) -> str:
+    names = all_refs(graph)
+    close = difflib.get_close_matches(text, names, n=5, cutoff=0.5)
+    if not close:
+        close = [n for n in names if text.split("/")[-1].split("_")[0] in n][:5]
+    hint = f" Closest names: {', '.join(close)}." if close else ""
+    return (f"unknown tensor {text!r} in model {graph.name!r} ({len(names)} tensors).{hint} "
+            "List them all with `kgraft show MODEL` or kgraft.split_points(model).")
+
+
+def sanitize(name: str) -> str:
+    """A Keras-legal layer name for a ref (``a/b@1:0`` -> ``a_b_1_0``)."""
+    return re.sub(r"[/@:]", "_", name)

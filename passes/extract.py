@@ -1,0 +1,93 @@
+"""``extract{outputs,inputs}``: the sub-model from ``inputs`` to ``outputs``.
+
+Like ``onnx.utils.extract_model``, but checking that the inputs suffice: when a model input
+reaches an output around them, a :class:`CutError` names that path. Inputs default to the
+model's inputs (then only those the outputs need are kept). A value that is both an input and
+an output passes straight through. Refs inside nested models inline them first.
+
+    extract{outputs=block5_conv3}: VGG16 -> the model up to block5_conv3
+    extract{inputs=b, outputs=c}:  a -> b -> c  ->  b -> c (b becomes a new InputLayer)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ..ir import CutError, Graph, ValueRef
+from ..ir.refs import points_inside, resolve_many, sanitize
+from ..ir.rewrite import add_input, clone_node, unique_name
+from .cuts import bypass_message, needed_nodes
+from .infra import Pass, register
+from .inline_nested import inline
+
+__all__ = ["Extract", "extract_values", "build_subgraph", "inline_if_needed"]
+
+
+def inline_if_needed(graph: Graph, refs: list[str]) -> Graph:
+    """``graph``, or its inlined form when any ref points inside a nested model."""
+    return inline(graph) if any(points_inside(graph, r) for r in refs) else graph
+
+
+def build_subgraph(graph: Graph, name: str, nodes: set[str], inputs: list[ValueRef],
+                   outputs: list[ValueRef]) -> Graph:
+    """A new graph computing ``outputs`` from ``inputs`` with the call sites ``nodes``.
+
+    Model inputs among ``inputs`` stay as they are; other values become new InputLayers named
+    after their refs.
+    """
+    new = Graph(name, "Functional")
+    new.meta = graph.meta
+    taken = {graph.node(n).layer for n in nodes}
+    remap: dict[ValueRef, ValueRef] = {}
+    for value in inputs:
+        if value in remap:
+            continue
+        if value.node in graph.inputs and value.node not in new:
+            clone_node(new, graph.node(value.node), remap, graph.layer_of(value.node))
+            new.set_inputs(new.inputs + [value.node])
+            remap[value] = value
+            continue
+        input_name = unique_name(sanitize(graph.value_name(value)), taken)
+        taken.add(input_name)
+        remap[value] = add_input(new, input_name, graph.value_type(value))
+    for node_id in graph.topological_ids():
+        if node_id in nodes and node_id not in new and node_id not in graph.inputs:
+            clone_node(new, graph.node(node_id), remap, graph.layer_of(node_id))
+    new.set_outputs(remap.get(v, v) for v in outputs)
+    return new
+
+
+def extract_values(graph: Graph, outputs: list[ValueRef], inputs: list[ValueRef] | None) -> Graph:
+    explicit = inputs is not None
+    inputs = list(inputs) if explicit else graph.input_refs()
+    needed, reached = needed_nodes(graph, outputs, set(inputs))
+    if reached:
+        given = ", ".join(graph.value_name(v) for v in inputs)
+        raise CutError(bypass_message(
+            graph, inputs, f"extract: the inputs ({given}) do not suffice to compute "
+            + ", ".join(graph.value_name(v) for v in outputs)))
+    if not explicit:
+        used = {ref for node_id in needed for _, ref in graph.node(node_id).operands()}
+        inputs = [v for v in inputs if v in used or v in outputs]
+    return build_subgraph(graph, graph.name, needed, inputs, outputs)
+
+
+@register
+@dataclass(frozen=True)
+class Extract(Pass):
+    """Sub-model from ``inputs`` (default: the model inputs) to ``outputs`` (refs)."""
+
+    name: ClassVar[str] = "extract"
+    outputs: list = field(default_factory=list)
+    inputs: list | None = None
+
+    def apply(self, graph: Graph) -> Graph:
+        outputs = [self.outputs] if isinstance(self.outputs, str) else list(self.outputs)
+        inputs = [self.inputs] if isinstance(self.inputs, str) else self.inputs
+        if not outputs:
+            raise CutError("extract: no outputs given; name at least one tensor, e.g. extract{outputs=block5_conv3}")
+        graph = inline_if_needed(graph, outputs + list(inputs or []))
+        out_refs = resolve_many(graph, outputs)
+        in_refs = resolve_many(graph, inputs) if inputs is not None else None
+        return extract_values(graph, out_refs, in_refs)

@@ -1,0 +1,103 @@
+"""``split{at}``: cut a model into a pipeline of partitions that compose back to it.
+
+``at`` is a list of cuts in order; each cut is one ref (which must be a split point: it
+dominates every output) or a list of refs that together separate the inputs from the outputs
+(a multi-tensor cut, e.g. both branches of a residual block). ``m`` cuts give ``m + 1``
+partitions. Partition ``i`` takes what crosses cut ``i - 1`` and returns what crosses cut
+``i``: the cut tensors first, in the order given, then every other tensor still needed
+downstream (a skip connection jumping over a multi-tensor cut, a model output computed early),
+passed through unchanged. So ``p_m(...p_1(p_0(x)))`` equals ``model(x)``.
+
+Precondition: none (nested models are inlined when a cut points inside one; dead code is
+pruned). A bad cut raises :class:`CutError` naming a bypassing path and the nearest split
+points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ..ir import CutError, Graph, ValueRef
+from ..ir.refs import resolve_many
+from .cuts import bypass_message, require_separator, split_points
+from .extract import build_subgraph, inline_if_needed
+from .infra import Pass, register
+from .prune_unreachable import prune
+
+__all__ = ["Split", "normalize_cuts", "split_values"]
+
+
+def normalize_cuts(at) -> list[list[str]]:
+    """``"a"`` -> ``[["a"]]``; ``["a", ["b", "c"]]`` -> ``[["a"], ["b", "c"]]``."""
+    if isinstance(at, str):
+        return [[at]]
+    cuts = [[c] if isinstance(c, str) else list(c) for c in at]
+    if not cuts or any(not c for c in cuts):
+        raise CutError(f"split: no cut given in at={at!r}; give a ref, e.g. at='conv4_block6_out'")
+    return cuts
+
+
+def _crossing(graph: Graph, upstream: set[str], downstream: set[str], cut: list[ValueRef]) -> list[ValueRef]:
+    """What must cross from ``upstream`` to ``downstream``: the cut first, then the rest in order."""
+    crossing = list(dict.fromkeys(cut))
+    seen = set(crossing)
+    for node_id in graph.topological_ids():
+        if node_id not in upstream:
+            continue
+        for _, user, data in sorted(graph.nx.out_edges(node_id, data=True), key=lambda e: e[2]["out"]):
+            value = ValueRef(node_id, data["out"])
+            if user in downstream and value not in seen:
+                seen.add(value)
+                crossing.append(value)
+    for value in graph.outputs:
+        if value.node in upstream and value not in seen:
+            seen.add(value)
+            crossing.append(value)
+    return crossing
+
+
+def split_values(graph: Graph, cuts: list[list[ValueRef]], labels: list[str]) -> list[Graph]:
+    graph = prune(graph, keep_inputs=True)
+    points = set(split_points(graph))
+    all_nodes = set(graph.nx)
+    boundaries = [graph.input_refs()]
+    upstreams: list[set[str]] = [set()]
+    for cut, label in zip(cuts, labels):
+        if len(cut) == 1 and cut[0] not in points:
+            value = cut[0]
+            kind = ("a model input" if value.node in graph.inputs else
+                    "a model output" if value in graph.outputs else None)
+            if kind:
+                raise CutError(f"split: {label!r} is {kind}, not a split point; cut between layers")
+            raise CutError(bypass_message(graph, cut, f"split: {label!r} is not a split point"))
+        downstream = require_separator(
+            graph, cut, f"split: the cut {{{label}}} does not separate the model's inputs from its outputs")
+        upstream = all_nodes - downstream
+        if not upstreams[-1] <= upstream or upstream == upstreams[-1]:
+            raise CutError(f"split: cut {{{label}}} does not come after the previous cut; "
+                           "give cuts in order from inputs to outputs")
+        boundaries.append(_crossing(graph, upstream, downstream, cut))
+        upstreams.append(upstream)
+    upstreams.append(all_nodes)
+    boundaries.append(list(graph.outputs))
+    return [
+        build_subgraph(graph, f"{graph.name}_part{i}", upstreams[i + 1] - upstreams[i],
+                       boundaries[i], boundaries[i + 1])
+        for i in range(len(cuts) + 1)
+    ]
+
+
+@register
+@dataclass(frozen=True)
+class Split(Pass):
+    """Cut the model at ``at`` (a list of cuts; a cut is a ref or a list of refs)."""
+
+    name: ClassVar[str] = "split"
+    at: list = field(default_factory=list)
+
+    def apply(self, graph: Graph) -> list[Graph]:
+        cuts = normalize_cuts(self.at)
+        graph = inline_if_needed(graph, [r for cut in cuts for r in cut])
+        values = [resolve_many(graph, cut) for cut in cuts]
+        return split_values(graph, values, [", ".join(cut) for cut in cuts])
