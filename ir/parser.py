@@ -23,11 +23,12 @@ _ID = re.compile(r"^([^\s#]+)#(\d+)$")
 
 def parse(text: str) -> Graph:
     """Parse one ``kgraft.model``/``kgraft.sequential`` block (nested regions included)."""
-    lines = [(no, line.strip()) for no, line in enumerate(text.splitlines(), 1)
+    source = text.splitlines()
+    lines = [(no, line.strip()) for no, line in enumerate(source, 1)
              if line.strip() and not line.strip().startswith(("#", "//"))]
     if not lines:
         raise IRParseError("empty IR: expected 'kgraft.model @name(%input: type, ...) {'")
-    parser = _Parser(lines)
+    parser = _Parser(lines, source)
     graph = parser.model(())
     if parser.i != len(lines):
         no, line = lines[parser.i]
@@ -36,8 +37,16 @@ def parse(text: str) -> Graph:
 
 
 class _Parser:
-    def __init__(self, lines: list[tuple[int, str]]):
-        self.lines, self.i = lines, 0
+    def __init__(self, lines: list[tuple[int, str]], source: list[str]):
+        self.lines, self.source, self.i = lines, source, 0
+
+    def scanner(self, no: int, names: dict, skip: str = "") -> ValueScanner:
+        """A scanner over source line ``no`` as written (so error columns match the file),
+        placed after its indentation and ``skip``."""
+        text = self.source[no - 1].rstrip()
+        scan = ValueScanner(text, no, names.__getitem__)
+        scan.pos = len(text) - len(text.lstrip()) + len(skip)
+        return scan
 
     def next_line(self) -> tuple[int, str]:
         if self.i >= len(self.lines):
@@ -69,7 +78,7 @@ class _Parser:
             if line == "}":
                 raise IRParseError(f"line {no}: missing 'return' in {m.group(1)} @{graph.name} before its closing '}}'")
             if line.startswith("return"):
-                scan = ValueScanner(line[len("return"):], no, names.__getitem__)
+                scan = self.scanner(no, names, "return")
                 outputs = []
                 while not scan.at_end():
                     if outputs:
@@ -83,7 +92,8 @@ class _Parser:
             self.node(graph, names, path, no, line)
 
     def node(self, graph: Graph, names: dict, path: tuple[str, ...], no: int, line: str) -> None:
-        scan = ValueScanner(line, no, names.__getitem__)
+        scan = self.scanner(no, names)
+        line = scan.text
         results = []
         while True:
             scan.expect("%")

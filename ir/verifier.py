@@ -12,7 +12,7 @@ from __future__ import annotations
 import networkx as nx
 
 from .errors import VerificationError
-from .graph import INPUT_CLASS, Graph, Node
+from .graph import INPUT_CLASS, Graph, Node, ValueRef
 
 __all__ = ["verify"]
 
@@ -69,11 +69,22 @@ def _check_node(graph: Graph, node: Node, problems: list[str], where: str) -> No
             problems.append(f"{where}: input {node.layer!r} has type {node.outputs[0]} but its config says {declared}")
     elif not operands:
         problems.append(f"{where}: call site {node.id!r} has no tensor operands and is not an input")
-    if layer.body is not None and len(operands) == len(layer.body.inputs):
-        for (_, ref), inner in zip(operands, layer.body.input_refs()):
+    if layer.body is not None:
+        for ref, inner in _nested_operands(node, layer.body, operands):
             outer_t, inner_t = graph.value_type(ref), layer.body.value_type(inner)
             if ref.node in graph and not outer_t.compatible(inner_t):
                 problems.append(
                     f"{where}: {node.id!r} passes {graph.value_name(ref)!r} of type {outer_t} to "
                     f"input {layer.body.node(inner.node).layer!r} of type {inner_t}"
                 )
+
+
+def _nested_operands(node: Node, body: Graph, operands: list) -> list:
+    """``(outer operand, body input)`` pairs, bound as inlining binds them: by input name when
+    the call passes one dict, else by position."""
+    inputs = body.input_refs()
+    if len(node.args) == 1 and isinstance(node.args[0], dict):
+        by_name = node.args[0]
+        pairs = [(by_name.get(body.node(r.node).layer), r) for r in inputs]
+        return [(o, r) for o, r in pairs if isinstance(o, ValueRef)]
+    return list(zip((ref for _, ref in operands), inputs)) if len(operands) == len(inputs) else []

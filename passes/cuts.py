@@ -18,7 +18,7 @@ import networkx as nx
 from ..ir import CutError, Graph, ValueRef
 from .prune_unreachable import prune
 
-__all__ = ["needed_nodes", "split_points", "bypass_message", "describe_node", "require_separator"]
+__all__ = ["needed_nodes", "split_points", "bypass_message", "describe_node", "outputs_after", "require_separator"]
 
 _SOURCE, _SINK = ("^source",), ("^sink",)
 
@@ -101,6 +101,8 @@ def bypass_message(graph: Graph, cut: list[ValueRef], what: str) -> str:
     parts = [what]
     if path:
         parts.append(": the path\n  " + " -> ".join(describe_node(graph, n) for n in path) + "\nbypasses it.")
+    else:
+        parts.append(".")
     near = [f"{graph.value_name(before[-1])} (before)"] if before else []
     near += [f"{graph.value_name(after[0])} (after)"] if after else []
     if near:
@@ -110,9 +112,17 @@ def bypass_message(graph: Graph, cut: list[ValueRef], what: str) -> str:
     return "".join(parts)
 
 
-def require_separator(graph: Graph, cut: list[ValueRef], what: str) -> set[str]:
-    """The call sites downstream of ``cut``; CutError when some input reaches an output around it."""
-    needed, reached = needed_nodes(graph, graph.outputs, set(cut))
+def outputs_after(graph: Graph, cut: list[ValueRef]) -> list[ValueRef]:
+    """The model outputs that depend on the cut; the others are computed before it."""
+    reach = {v.node for v in cut}.union(*(nx.descendants(graph.nx, v.node) for v in cut))
+    return [o for o in graph.outputs if o.node in reach]
+
+
+def require_separator(graph: Graph, cut: list[ValueRef], what: str,
+                      targets: list[ValueRef] | None = None) -> set[str]:
+    """The call sites between ``cut`` and ``targets`` (default: all outputs); CutError when a
+    model input reaches a target around the cut."""
+    needed, reached = needed_nodes(graph, graph.outputs if targets is None else targets, set(cut))
     if reached:
         raise CutError(bypass_message(graph, cut, what))
     return needed

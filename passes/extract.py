@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..ir import CutError, Graph, ValueRef
-from ..ir.refs import points_inside, resolve_many, sanitize
+from ..ir.refs import at_top_level, resolve_many, sanitize
 from ..ir.rewrite import add_input, clone_node, unique_name
 from .cuts import bypass_message, needed_nodes
 from .infra import Pass, register
@@ -25,8 +25,12 @@ __all__ = ["Extract", "extract_values", "build_subgraph", "inline_if_needed"]
 
 
 def inline_if_needed(graph: Graph, refs: list[str]) -> Graph:
-    """``graph``, or its inlined form when any ref points inside a nested model."""
-    return inline(graph) if any(points_inside(graph, r) for r in refs) else graph
+    """``graph``, or its inlined form when any ref points inside a nested model, or names a layer
+    that exists only once nested models are inlined (a renamed ``mid_dense``, as
+    :func:`~kgraft.passes.split_points` reports it)."""
+    if not any(layer.body is not None for layer in graph.layers.values()):
+        return graph
+    return inline(graph) if not all(at_top_level(graph, r) for r in refs) else graph
 
 
 def build_subgraph(graph: Graph, name: str, nodes: set[str], inputs: list[ValueRef],
@@ -64,8 +68,10 @@ def extract_values(graph: Graph, outputs: list[ValueRef], inputs: list[ValueRef]
     needed, reached = needed_nodes(graph, outputs, set(inputs))
     if reached:
         given = ", ".join(graph.value_name(v) for v in inputs)
+        scope = graph.copy()  # explain the cut against the outputs asked for, not the model's
+        scope.set_outputs(outputs)
         raise CutError(bypass_message(
-            graph, inputs, f"extract: the inputs ({given}) do not suffice to compute "
+            scope, inputs, f"extract: the inputs ({given}) do not suffice to compute "
             + ", ".join(graph.value_name(v) for v in outputs)))
     if not explicit:
         used = {ref for node_id in needed for _, ref in graph.node(node_id).operands()}

@@ -1,8 +1,9 @@
 """``split{at}``: cut a model into a pipeline of partitions that compose back to it.
 
-``at`` is a list of cuts in order; each cut is one ref (which must be a split point: it
-dominates every output) or a list of refs that together separate the inputs from the outputs
-(a multi-tensor cut, e.g. both branches of a residual block). ``m`` cuts give ``m + 1``
+``at`` is a list of cuts in order; each cut is one ref (a split point: it dominates every
+output) or a list of refs that together separate the inputs from the outputs (a multi-tensor
+cut, e.g. both branches of a residual block). Outputs that do not depend on a cut are computed
+before it, so a single ref after such an early output is a valid cut too. ``m`` cuts give ``m + 1``
 partitions. Partition ``i`` takes what crosses cut ``i - 1`` and returns what crosses cut
 ``i``: the cut tensors first, in the order given, then every other tensor still needed
 downstream (a skip connection jumping over a multi-tensor cut, a model output computed early),
@@ -20,12 +21,12 @@ from typing import ClassVar
 
 from ..ir import CutError, Graph, ValueRef
 from ..ir.refs import resolve_many
-from .cuts import bypass_message, require_separator, split_points
+from .cuts import outputs_after, require_separator
 from .extract import build_subgraph, inline_if_needed
 from .infra import Pass, register
 from .prune_unreachable import prune
 
-__all__ = ["Split", "normalize_cuts", "split_values"]
+__all__ = ["Split", "SplitPlan", "normalize_cuts", "plan_split", "split_values"]
 
 
 def normalize_cuts(at) -> list[list[str]]:
@@ -57,22 +58,46 @@ def _crossing(graph: Graph, upstream: set[str], downstream: set[str], cut: list[
     return crossing
 
 
+@dataclass(frozen=True)
+class SplitPlan:
+    """A split before building: ``boundaries[i]`` are partition ``i``'s inputs (values of ``graph``,
+    the pruned graph the cuts refer to) and ``boundaries[i + 1]`` its outputs."""
+
+    graph: Graph
+    boundaries: list[list[ValueRef]]
+    partitions: list[Graph]
+
+
+def plan_split(graph: Graph, at) -> SplitPlan:
+    """Resolve ``at`` (as the ``split`` pass takes it; ``None`` = one partition) into a :class:`SplitPlan`."""
+    cuts = [] if at is None else normalize_cuts(at)
+    graph = inline_if_needed(graph, [r for cut in cuts for r in cut])
+    values = [resolve_many(graph, cut) for cut in cuts]
+    return _plan(graph, values, [", ".join(cut) for cut in cuts])
+
+
 def split_values(graph: Graph, cuts: list[list[ValueRef]], labels: list[str]) -> list[Graph]:
-    graph = prune(graph, keep_inputs=True)
-    points = set(split_points(graph))
+    return _plan(graph, cuts, labels).partitions
+
+
+def _plan(graph: Graph, cuts: list[list[ValueRef]], labels: list[str]) -> SplitPlan:
+    pruned = prune(graph, keep_inputs=True)
+    for cut, label in zip(cuts, labels):
+        dead = [graph.value_name(v) for v in cut if v.node not in pruned]
+        if dead:
+            raise CutError(f"split: in cut {{{label}}}, no model output depends on {', '.join(dead)}; "
+                           "cut only tensors on a path from the inputs to the outputs")
+    graph = pruned
     all_nodes = set(graph.nx)
     boundaries = [graph.input_refs()]
     upstreams: list[set[str]] = [set()]
     for cut, label in zip(cuts, labels):
-        if len(cut) == 1 and cut[0] not in points:
-            value = cut[0]
-            kind = ("a model input" if value.node in graph.inputs else
-                    "a model output" if value in graph.outputs else None)
-            if kind:
-                raise CutError(f"split: {label!r} is {kind}, not a split point; cut between layers")
-            raise CutError(bypass_message(graph, cut, f"split: {label!r} is not a split point"))
-        downstream = require_separator(
-            graph, cut, f"split: the cut {{{label}}} does not separate the model's inputs from its outputs")
+        if len(cut) == 1 and (cut[0].node in graph.inputs or cut[0] in graph.outputs):
+            kind = "a model input" if cut[0].node in graph.inputs else "a model output"
+            raise CutError(f"split: {label!r} is {kind}, not a split point; cut between layers")
+        what = (f"split: {label!r} is not a split point" if len(cut) == 1 else
+                f"split: the cut {{{label}}} does not separate the model's inputs from its outputs")
+        downstream = require_separator(graph, cut, what, targets=outputs_after(graph, cut))
         upstream = all_nodes - downstream
         if not upstreams[-1] <= upstream or upstream == upstreams[-1]:
             raise CutError(f"split: cut {{{label}}} does not come after the previous cut; "
@@ -81,11 +106,12 @@ def split_values(graph: Graph, cuts: list[list[ValueRef]], labels: list[str]) ->
         upstreams.append(upstream)
     upstreams.append(all_nodes)
     boundaries.append(list(graph.outputs))
-    return [
+    partitions = [
         build_subgraph(graph, f"{graph.name}_part{i}", upstreams[i + 1] - upstreams[i],
                        boundaries[i], boundaries[i + 1])
         for i in range(len(cuts) + 1)
     ]
+    return SplitPlan(graph, boundaries, partitions)
 
 
 @register
@@ -97,7 +123,4 @@ class Split(Pass):
     at: list = field(default_factory=list)
 
     def apply(self, graph: Graph) -> list[Graph]:
-        cuts = normalize_cuts(self.at)
-        graph = inline_if_needed(graph, [r for cut in cuts for r in cut])
-        values = [resolve_many(graph, cut) for cut in cuts]
-        return split_values(graph, values, [", ".join(cut) for cut in cuts])
+        return plan_split(graph, normalize_cuts(self.at)).partitions

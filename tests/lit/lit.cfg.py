@@ -1,10 +1,14 @@
 """lit configuration for kgraft's golden tests (lit + filecheck, as in MLIR and xDSL).
 
-Run:  python -m lit -v tests/lit          (or pytest tests/test_lit.py)
+Run:  lit -v tests/lit          (or: pytest tests/test_lit.py)
 
 * ``lower/*.py``   Python scripts that lower Keras models / configs and print the IR.
 * ``ir/**.kgir``   textual IR run through ``kgraft opt``; ``ir/errors`` holds parse errors.
+* ``passes/``      one pass (or pipeline) per file; ``Inputs/`` dirs hold files tests read.
 * ``pipeline/``    pass-pipeline errors; ``verify/`` verifier errors on textual input.
+
+A test is expected to fail only with an ``XFAIL:`` line (a known bug): once fixed it reports
+XPASS, which fails the suite, so the line is removed with the fix.
 
 Substitutions: ``%python`` is the interpreter running lit, and that interpreter's bin
 directory comes first on PATH, so ``kgraft`` and ``filecheck`` are the ones installed next to
@@ -29,7 +33,7 @@ config.test_exec_root = lit_config.params.get("exec_root") or os.path.join(
     tempfile.gettempdir(), f"kgraft-lit-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 )
 # Not tests: this file and the helper scripts.
-config.excludes = ["lit.cfg.py", "tools", "Output", "__pycache__"]
+config.excludes = ["lit.cfg.py", "tools", "Inputs", "Output", "__pycache__"]
 
 tools = os.path.join(config.test_source_root, "tools")
 config.substitutions.append(("%exitcode", f'"{sys.executable}" "{os.path.join(tools, "exitcode.py")}"'))
