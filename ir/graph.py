@@ -132,8 +132,12 @@ class Graph:
             raise VerificationError(f"call site {node.id!r} calls unknown layer {node.layer!r}")
         self._g.add_node(node.id, node=node, seq=next(self._seq))
         self._link(node)
-        self._calls[node.layer].append(node.id)
-        self._calls[node.layer].sort(key=lambda i: self._g.nodes[i]["node"].call_index)
+        calls = self._calls[node.layer]
+        calls.append(node.id)
+        # ``calls`` is kept sorted by call index: re-sort only when the new call is out of order
+        # (re-sorting on every add made adding k calls of one shared layer O(k^2)).
+        if len(calls) > 1 and self._g.nodes[calls[-2]]["node"].call_index > node.call_index:
+            calls.sort(key=lambda i: self._g.nodes[i]["node"].call_index)
         self._touch()
         return node
 

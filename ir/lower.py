@@ -36,6 +36,9 @@ def lower_config(config: dict, path: tuple[str, ...] = ()) -> Graph:
             f"config of {kind} {inner.get('name', '?')!r} has no 'layers' list: only Functional and "
             "Sequential models have a graph kgraft can read (subclassed models do not)"
         )
+    for entry in inner["layers"]:
+        if not isinstance(entry, dict) or "class_name" not in entry:
+            raise KgraftError(f"corrupt model config: layer entry {str(entry)[:80]!r} has no class_name")
     if "input_layers" in inner:
         return _lower_functional(inner, path)
     return _lower_sequential(inner, path)
@@ -163,11 +166,27 @@ class _CallDecoder:
 def _endpoints(value: Any, what: str, model: str) -> list[ValueRef]:
     if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
         value = [value]
-    if isinstance(value, dict):  # Keras 3 may key the outputs of a model with dict outputs
-        value = list(value.values())
+    if isinstance(value, dict):  # Keras 3 may key the outputs of a model with dict outputs;
+        value = [value[k] for k in sorted(value)]  # model.outputs flattens them in sorted key order
     if not isinstance(value, list) or not all(isinstance(v, list) and len(v) >= 3 for v in value):
         raise KgraftError(f"corrupt model config: {what} of model {model!r} is {value!r}")
     return [ValueRef(Node.make_id(v[0], int(v[1])), int(v[2])) for v in value]
+
+
+def _numbers_calls_from_one(entry: Any, legacy: bool) -> bool:
+    """Whether the config refers to this layer's k-th call as node k+1.
+
+    Keras counts a nested Functional model's "pre-existing node" (the call that built it):
+    Keras 3 in ``output_layers`` only (``functional_from_config`` subtracts 1 again), tf.keras 2
+    everywhere, for Sequential models with an input too (``_should_skip_first_node``).
+    """
+    if not isinstance(entry, dict) or not is_model_spec(entry):
+        return False
+    cfg = entry["config"]
+    if "input_layers" in cfg:
+        return True
+    return legacy and bool(cfg["layers"]) and isinstance(cfg["layers"][0], dict) \
+        and cfg["layers"][0].get("class_name") == INPUT_CLASS
 
 
 def _lower_functional(cfg: dict, path: tuple[str, ...]) -> Graph:
@@ -187,8 +206,19 @@ def _lower_functional(cfg: dict, path: tuple[str, ...]) -> Graph:
             args, kwargs = decoder.call(node_data)
             node = Node(Node.make_id(layer.name, k), layer.name, k, args, kwargs, ())
             pending[node.id] = node
+    legacy = any(isinstance(n, list) for e in cfg["layers"] if isinstance(e.get("inbound_nodes"), list)
+                 for n in e["inbound_nodes"])
+    from_one = {_layer_name(e) for e in cfg["layers"] if _numbers_calls_from_one(e, legacy)}
+
+    def shift(ref: ValueRef) -> ValueRef:
+        layer, _, k = ref.node.rpartition("#")
+        return ValueRef(Node.make_id(layer, int(k) - 1), ref.index) if layer in from_one and int(k) > 0 else ref
+
+    if legacy and from_one:  # tf.keras 2 numbers a nested model's calls from 1 in inbound nodes too
+        pending = {i: n.with_operands(shift) for i, n in pending.items()}
+        decoder.types = {shift(r): t for r, t in decoder.types.items()}
     inputs = [r.node for r in _endpoints(cfg.get("input_layers", []), "input_layers", graph.name)]
-    outputs = _endpoints(cfg.get("output_layers", []), "output_layers", graph.name)
+    outputs = [shift(r) for r in _endpoints(cfg.get("output_layers", []), "output_layers", graph.name)]
     for ref in outputs:
         decoder.types.setdefault(ref, UNKNOWN)
     _add_in_dependency_order(graph, pending, decoder.types)
@@ -206,11 +236,11 @@ def _lower_functional(cfg: dict, path: tuple[str, ...]) -> Graph:
 def _add_in_dependency_order(graph: Graph, pending: dict[str, Node], types: dict) -> None:
     """Keras lists a shared layer's calls together, before some of their inputs exist: sort them."""
     order = {node_id: i for i, node_id in enumerate(pending)}
-    deps = nx.DiGraph()
-    deps.add_nodes_from(pending)
     n_outputs: dict[str, int] = {}
     for ref in types:
         n_outputs[ref.node] = max(n_outputs.get(ref.node, 0), ref.index + 1)
+    edges = []
+    in_order = True
     for node in pending.values():
         for _, ref in node.operands():
             if ref.node not in pending:
@@ -218,11 +248,20 @@ def _add_in_dependency_order(graph: Graph, pending: dict[str, Node], types: dict
                     f"corrupt model config: call site {node.id!r} of model {graph.name!r} uses "
                     f"{ref.node!r}, which the config does not define"
                 )
-            deps.add_edge(ref.node, node.id)
-    try:
-        ids = list(nx.lexicographical_topological_sort(deps, key=order.__getitem__))
-    except nx.NetworkXUnfeasible:
-        raise KgraftError(f"corrupt model config: the layers of {graph.name!r} form a cycle") from None
+            edges.append((ref.node, node.id))
+            in_order = in_order and order[ref.node] < order[node.id]
+    if in_order:
+        # Every producer is listed before its users (no shared layer called out of order): the
+        # lexicographical topological sort below would return the config order unchanged.
+        ids = list(pending)
+    else:
+        deps = nx.DiGraph()
+        deps.add_nodes_from(pending)
+        deps.add_edges_from(edges)
+        try:
+            ids = list(nx.lexicographical_topological_sort(deps, key=order.__getitem__))
+        except nx.NetworkXUnfeasible:
+            raise KgraftError(f"corrupt model config: the layers of {graph.name!r} form a cycle") from None
     for node_id in ids:
         node = pending[node_id]
         if not node.outputs:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from .errors import RefError
 from .graph import Graph, Layer, ValueRef
 
-__all__ = ["Ref", "parse_ref", "resolve", "resolve_many", "all_refs", "NestedRef", "points_inside", "sanitize"]
+__all__ = ["Ref", "parse_ref", "resolve", "resolve_many", "all_refs", "NestedRef", "points_inside", "at_top_level",
+           "sanitize"]
 
 _REF = re.compile(r"^(?P<path>[^@:]+?)(?:@(?P<call>\d+))?(?::(?P<out>\d+))?$")
 
@@ -48,6 +49,11 @@ def _find_layer(graph: Graph, path: str) -> Layer | None:
     if layer is not None:
         return layer
     return next((l for l in graph.layers.values() if l.qualified_name == path), None)
+
+
+def at_top_level(graph: Graph, text: str) -> bool:
+    """True when ``text`` names a layer of ``graph`` itself (not one inside a nested model)."""
+    return _find_layer(graph, parse_ref(text).path) is not None
 
 
 def points_inside(graph: Graph, text: str) -> bool:

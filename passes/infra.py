@@ -51,6 +51,8 @@ def _default(f: dataclasses.Field) -> Any:
 def _format_option(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_format_option(v) for v in value) + "]"
+    if isinstance(value, str) and (not value or value != value.strip() or any(c in value for c in ',{}[]="')):
+        return f'"{value}"'  # so that parse_pipeline(str(p)) reads it back as one value
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
@@ -91,6 +93,7 @@ class _Scanner:
         if self.take('"'):
             end = self.text.find('"', self.pos)
             if end < 0:
+                self.pos -= 1  # point at the opening quote
                 raise self.error("unterminated string")
             value, self.pos = self.text[self.pos:end], end + 1
             return value

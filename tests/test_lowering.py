@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -326,10 +327,31 @@ def nested_config():
     inner_fn = functional("inner_fn", [
         input_entry("fin", [3]),
         layer_entry("Dense", "fd", [call(kt("fin", shape=[None, 3]))], units=2),
+        layer_entry("ReLU", "unused", [call(kt("fd", shape=[None, 2]))]),  # records fd's type
     ], [["fin", 0, 0]], [["fd", 0, 0]])
-    inner_fn["inbound_nodes"] = [call(kt("inner_seq", 1, 0, [None, 3]))]
+    inner_fn["inbound_nodes"] = [call(kt("inner_seq", 0, 0, [None, 3]))]
     inner_seq["inbound_nodes"] = [call(kt("x", shape=[None, 4]))]
     return functional("outer", [input_entry("x", [4]), inner_seq, inner_fn], [["x", 0, 0]], [["inner_fn", 1, 0]])
+
+
+NESTED_TEXT = """\
+kgraft.model @outer(%x: f32[?,4]) {
+  %inner_seq = Sequential @inner_seq#0(%x) {trainable=false} : f32[?,3] {
+    kgraft.sequential @inner_seq(%seq_in: f32[?,4]) {
+      %sd = Dense @sd#0(%seq_in) {units=3} : f32[*]
+      return %sd
+    }
+  }
+  %inner_fn = Functional @inner_fn#0(%inner_seq) : f32[?,2] {
+    kgraft.model @inner_fn(%fin: f32[?,3]) {
+      %fd = Dense @fd#0(%fin) {units=2} : f32[?,2]
+      %unused = ReLU @unused#0(%fd) : ?[*]
+      return %fd
+    }
+  }
+  return %inner_fn
+}
+"""
 
 
 def test_nested_configs():
@@ -342,13 +364,13 @@ def test_nested_configs():
     assert fn.body.layers["fd"].path == ("inner_fn", "fd")
     # model keys live in the body; the spec keeps the rest (trainable flag included)
     assert "layers" not in seq.spec["config"] and seq.config["trainable"] is False
+    # Keras 3 numbers a nested Functional's calls from 1 in output_layers only
+    assert graph.outputs == [ValueRef("inner_fn#0")]
+    assert graph.node("inner_fn#0").args == [ValueRef("inner_seq#0")]
     # the type of an output nobody consumes comes from the body
-    assert graph.value_type(ValueRef("inner_fn#1")) == TensorType((None, 2), "float32")
-    assert graph.node("inner_fn#1").args == [ValueRef("inner_seq#1")]
+    assert graph.value_type(ValueRef("inner_fn#0")) == TensorType((None, 2), "float32")
     text = str(graph)
-    assert "    kgraft.sequential @inner_seq(%seq_in: f32[?,4]) {" in text
-    assert "    kgraft.model @inner_fn(%fin: f32[?,3]) {" in text
-    assert "      %sd = Dense @sd#0(%seq_in) {units=3} : ?[*]" in text
+    assert text == NESTED_TEXT
     reparsed = parse(text)
     assert str(reparsed) == text
     assert reparsed.layers["inner_fn"].body.layers["fd"].path == ("inner_fn", "fd")
@@ -380,6 +402,17 @@ def test_corrupt_configs(mutate, message):
     with pytest.raises(KgraftError, match="corrupt model config") as info:
         lower_config(cfg)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("config", [
+    {"class_name": "Sequential", "config": {"name": "s", "layers": [42]}},
+    {"class_name": "Sequential", "config": {"name": "s", "layers": [{"config": {"name": "x"}}]}},
+    {"class_name": "Functional", "config": {"name": "f", "layers": ["dense"], "input_layers": [],
+                                            "output_layers": []}},
+])
+def test_layer_entries_that_are_not_layers(config):
+    with pytest.raises(KgraftError, match="corrupt model config: layer entry .* has no class_name"):
+        lower_config(config)
 
 
 def test_config_cycle_is_reported():
@@ -513,7 +546,7 @@ def test_parse_skips_comment_lines():
 
 @pytest.mark.parametrize("text, message", [
     (SMALL_TEXT.replace("(%a) {activation", "(%zz) {activation", 1),
-     "line 2, column 31: value %zz is used before it is defined"),
+     "value %zz is used before it is defined"),
     (SMALL_TEXT.replace("kgraft.model @m", "kgraft.modle @m"), "line 1: expected 'kgraft.model @name"),
     (SMALL_TEXT.replace("  return %out\n}\n", ""), "unexpected end of input"),
     (SMALL_TEXT.replace(": f32[?,4]\n  %add", ": f32[?,4\n  %add"), "not a tensor type: 'f32[?,4'"),
@@ -531,5 +564,93 @@ def test_parse_error_has_caret_under_the_bad_name():
     with pytest.raises(IRParseError) as info:
         parse(SMALL_TEXT.replace("(%a) {activation", "(%zz) {activation", 1))
     lines = str(info.value).splitlines()
+    assert re.match(r"line 2, column (\d+): value %zz is used before it is defined$", lines[0])
     assert lines[1].strip().startswith("%shared@0 = Dense @shared#0(%zz)")
-    assert lines[2].index("^") - 2 == lines[1].index("%zz") - 2
+    assert lines[2].strip() == "^" and lines[2].index("^") == lines[1].index("%zz")
+
+
+# ---------------------------------------------------------------------------- call numbering of nested models
+def _inner_functional(name="inner"):
+    return functional(name, [input_entry("i", [4]),
+                             layer_entry("Dense", "u", [call(kt("i", shape=[None, 4]))], units=4),
+                             layer_entry("ReLU", "r", [call(kt("u", shape=[None, 4]))])],
+                      [["i", 0, 0]], [["u", 0, 0]])
+
+
+def test_keras3_nested_functional_is_numbered_from_one_in_output_layers():
+    # keras.Model(a, [inner(inner(a)), inner(a)]).get_config(): inbound nodes count a nested
+    # Functional's calls from 0, output_layers from 1 (Keras still counts a "pre-existing node")
+    inner = _inner_functional()
+    inner["inbound_nodes"] = [call(kt("a", shape=[None, 4])), call(kt("inner", 0, 0, [None, 4]))]
+    cfg = functional("outer", [input_entry("a", [4]), inner], [["a", 0, 0]], [["inner", 2, 0], ["inner", 1, 0]])
+    graph = verify(lower_config(cfg))
+    assert graph.outputs == [ValueRef("inner#1"), ValueRef("inner#0")]
+    assert graph.node("inner#1").args == [ValueRef("inner#0")]
+    assert str(graph).rstrip().splitlines()[-2] == "  return %inner@1, %inner@0"
+
+
+def test_keras3_single_nested_functional_output():
+    # keras.Model(a, backbone(a)): output_layers [["backbone", 1, 0]]
+    inner = _inner_functional("backbone")
+    inner["inbound_nodes"] = [call(kt("a", shape=[None, 4]))]
+    graph = verify(lower_config(functional("outer", [input_entry("a", [4]), inner], [["a", 0, 0]],
+                                           [["backbone", 1, 0]])))
+    assert graph.outputs == [ValueRef("backbone#0")]
+    assert graph.value_type(ValueRef("backbone#0")) == TensorType((None, 4), "float32")
+
+
+def test_keras3_nested_sequential_is_numbered_from_zero():
+    seq = {"module": "keras", "class_name": "Sequential", "registered_name": None, "name": "seq",
+           "config": {"name": "seq", "layers": [
+               {k: v for k, v in input_entry("si", [4]).items() if k != "inbound_nodes"},
+               {k: v for k, v in layer_entry("Dense", "sd", units=2).items() if k != "inbound_nodes"}]},
+           "inbound_nodes": [call(kt("a", shape=[None, 4]))]}
+    graph = verify(lower_config(functional("outer", [input_entry("a", [4]), seq], [["a", 0, 0]], [["seq", 0, 0]])))
+    assert graph.outputs == [ValueRef("seq#0")]
+
+
+def test_legacy_nested_models_are_numbered_from_one():
+    # tf.keras 2 counts the "pre-existing node" of nested Functional models and of Sequential
+    # models that start with an InputLayer, in inbound nodes and in output_layers alike
+    def dense(name, units, inbound=None):
+        entry = {"class_name": "Dense", "config": {"name": name, "units": units, "dtype": "float32"}}
+        if inbound is not None:
+            entry.update(name=name, inbound_nodes=inbound)
+        return entry
+
+    head = {"class_name": "Sequential", "name": "head", "inbound_nodes": [[["x", 0, 0, {}]]],
+            "config": {"name": "head", "layers": [
+                {"class_name": "InputLayer", "config": {"batch_input_shape": [None, 4], "dtype": "float32",
+                                                        "name": "head_in"}},
+                dense("h1", 4)]}}
+    sub = {"class_name": "Functional", "name": "sub",
+           "inbound_nodes": [[["head", 1, 0, {}]], [["sub", 1, 0, {}]]],
+           "config": {"name": "sub", "layers": [
+               {"class_name": "InputLayer", "name": "si", "inbound_nodes": [],
+                "config": {"batch_input_shape": [None, 4], "dtype": "float32", "name": "si"}},
+               dense("s1", 4, [[["si", 0, 0, {}]]])],
+               "input_layers": [["si", 0, 0]], "output_layers": [["s1", 0, 0]]}}
+    cfg = {"class_name": "Functional", "keras_version": "2.15.0", "config": {
+        "name": "legacy_nested",
+        "layers": [{"class_name": "InputLayer", "name": "x", "inbound_nodes": [],
+                    "config": {"batch_input_shape": [None, 4], "dtype": "float32", "name": "x"}},
+                   head, sub, dense("final", 1, [[["sub", 2, 0, {}]]])],
+        "input_layers": [["x", 0, 0]],
+        "output_layers": [["final", 0, 0], ["sub", 1, 0]]}}
+    graph = verify(lower_config(cfg))
+    assert graph.node("sub#0").args == [ValueRef("head#0")]
+    assert graph.node("sub#1").args == [ValueRef("sub#0")]
+    assert graph.node("final#0").args == [ValueRef("sub#1")]
+    assert graph.outputs == [ValueRef("final#0"), ValueRef("sub#0")]
+
+
+def test_dict_outputs_follow_keras_flattening_order():
+    # Keras flattens dict outputs in sorted key order (model.outputs); so must the IR
+    cfg = functional("d", [
+        input_entry("a", [3]),
+        layer_entry("Dense", "zz", [call(kt("a", shape=[None, 3]))], units=2),
+        layer_entry("Dense", "aa", [call(kt("a", shape=[None, 3]))], units=5),
+    ], {"a": ["a", 0, 0]}, {"sum": ["zz", 0, 0], "dense": ["aa", 0, 0]})
+    graph = verify(lower_config(cfg))
+    assert graph.inputs == ["a#0"]
+    assert graph.outputs == [ValueRef("aa#0"), ValueRef("zz#0")]

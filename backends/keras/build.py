@@ -14,13 +14,17 @@ from ...ir import INPUT_CLASS, Graph, KgraftError, verify
 from .classes import check_classes, classes_from_handles
 from .emit import to_config
 
-__all__ = ["build", "copy_weights"]
+__all__ = ["build", "copy_weights", "restore_trainable"]
 
 
 def build(graph: Graph | list[Graph], *, weights: bool = True):
     """``keras.Model`` for a graph (a list of models for a list of partitions)."""
     if isinstance(graph, (list, tuple)):
         return [build(g, weights=weights) for g in graph]
+    if not isinstance(graph, Graph):
+        hint = " (lower it first: kgraft.build(kgraft.lower(model)))" if isinstance(graph, keras.Model) else ""
+        raise KgraftError(f"kgraft.build expects a kgraft IR Graph (from kgraft.lower or kgraft.ir.parse) "
+                          f"or a list of them, got {type(graph).__name__}{hint}")
     verify(graph)
     custom = {**classes_from_handles(graph), **graph.meta.get("custom_objects", {})}
     check_classes(graph, custom, f"model {graph.name!r}")
@@ -33,9 +37,28 @@ def build(graph: Graph | list[Graph], *, weights: bool = True):
             model = cls.from_config(config["config"], custom_objects=custom)
     except Exception as e:
         raise KgraftError(f"Keras could not rebuild model {graph.name!r}: {type(e).__name__}: {e}") from e
+    restore_trainable(graph, model)
     if weights:
         copy_weights(graph, model)
     return model
+
+
+def restore_trainable(graph: Graph, model) -> None:
+    """Set each layer's ``trainable`` flag from its config, nested models included.
+
+    Keras's ``from_config`` drops a nested model's flag, and setting a model's flag resets its
+    children's, so parents are set first and their children after them.
+    """
+    targets = {layer.name: layer for layer in model.layers}
+    for layer in graph.layers.values():
+        target = targets.get(layer.name)
+        if target is None or layer.class_name == INPUT_CLASS:
+            continue
+        flag = layer.config.get("trainable", True)
+        if isinstance(flag, bool) and target.trainable != flag:
+            target.trainable = flag
+        if layer.body is not None:
+            restore_trainable(layer.body, target)
 
 
 def copy_weights(graph: Graph, model) -> None:

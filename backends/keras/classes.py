@@ -5,6 +5,7 @@ Keras would fail on the first missing class with a deep traceback; kgraft names 
 
 from __future__ import annotations
 
+import importlib
 from typing import Iterator
 
 import keras
@@ -13,6 +14,8 @@ from ...ir import Graph, Layer, UnknownLayerError
 from ...ir.lower import MODEL_CLASSES
 
 __all__ = ["iter_layers", "missing_classes", "check_classes", "classes_from_handles"]
+
+_KERAS_PACKAGES = ("keras", "keras_hub", "keras_cv", "keras_nlp")  # as serialization_lib
 
 
 def iter_layers(graph: Graph) -> Iterator[Layer]:
@@ -30,7 +33,16 @@ def _resolvable(layer: Layer, custom_objects: dict) -> bool:
     if keras.saving.get_registered_object(registered or layer.class_name, custom_objects) is not None:
         return True
     module = layer.spec.get("module") or "keras.layers"
-    return module.startswith("keras") and hasattr(keras.layers, layer.class_name)
+    if module.split(".")[0] not in _KERAS_PACKAGES:
+        return False
+    if hasattr(keras.layers, layer.class_name):
+        return True
+    # like Keras's own deserialization: classes of its packages resolve by module, even when
+    # unregistered (e.g. CustomScaleLayer of keras.src.applications.inception_resnet_v2)
+    try:
+        return isinstance(vars(importlib.import_module(module)).get(layer.class_name), type)
+    except ImportError:
+        return False
 
 
 def missing_classes(graph: Graph, custom_objects: dict | None) -> list[str]:

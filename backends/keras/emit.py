@@ -67,16 +67,25 @@ def _functional(graph: Graph) -> dict:
             "dtype": ttype.dtype,
             "keras_history": [producer.layer, position[ref.node], ref.index]}}
 
+    # Layers appear in topological order of their first call; each lists all its call sites in
+    # call-index order, because Keras numbers a layer's nodes by their position in inbound_nodes
+    # (a shared layer's call #1 may come before call #0 in topological order).
     entries: dict[str, dict] = {}
     for node in graph.nodes():
-        if node.layer not in entries:
-            entries[node.layer] = {**_entry(graph, node.layer), "inbound_nodes": []}
-        if graph.layers[node.layer].class_name != INPUT_CLASS:
-            entries[node.layer]["inbound_nodes"].append(
-                {"args": map_refs(node.args, tensor), "kwargs": map_refs(node.kwargs, tensor)})
+        if node.layer in entries:
+            continue
+        calls = graph.call_sites(node.layer)
+        if graph.layers[node.layer].class_name == INPUT_CLASS:
+            calls = []
+        entries[node.layer] = {**_entry(graph, node.layer), "inbound_nodes": [
+            {"args": map_refs(c.args, tensor), "kwargs": map_refs(c.kwargs, tensor)} for c in calls]}
 
     def endpoint(ref: ValueRef) -> list:
-        return [graph.node(ref.node).layer, position[ref.node], ref.index]
+        # functional_from_config subtracts 1 from the node index of a Functional layer here (it
+        # counts the model's "pre-existing node"), though not in inbound nodes.
+        layer = graph.node(ref.node).layer
+        from_one = graph.layers[layer].body is not None and entries[layer]["class_name"] != "Sequential"
+        return [layer, position[ref.node] + from_one, ref.index]
 
     inputs = [endpoint(ValueRef(i)) for i in graph.inputs]
     outputs = [endpoint(r) for r in graph.outputs]

@@ -114,6 +114,8 @@ def _attach(graph: Graph, model) -> None:
         if layer.body is not None:
             _attach(layer.body, handle)
         graph.set_layer(replace(layer, handle=handle))
+    if graph.kind == "Sequential":
+        _infer_sequential_types(graph)
     outputs = getattr(model, "outputs", None) or []
     for ref, tensor in zip(graph.outputs, outputs):
         node = graph.node(ref.node)
@@ -122,3 +124,29 @@ def _attach(graph: Graph, model) -> None:
         types = list(node.outputs)
         types[ref.index] = TensorType(tuple(tensor.shape), str(tensor.dtype))
         graph.replace_node(replace(node, outputs=tuple(types)))
+
+
+def _infer_sequential_types(graph: Graph) -> None:
+    """Fill the holes a Sequential config leaves in value types, asking the live layers.
+
+    A Sequential config records a layer's output shape only as the next layer's build input
+    shape, and layers without weights (pooling, flatten, activations...) record none: so the
+    output of ``Conv2D`` before ``GlobalAveragePooling2D`` would stay unknown, and a model cut
+    there could not be rebuilt. ``compute_output_spec`` infers it without calling the layer.
+    """
+    for node in graph.nodes():
+        if node.id in graph.inputs or len(node.outputs) != 1 or node.outputs[0].known:
+            continue
+        handle = graph.layers[node.layer].handle
+        operands = [ref for _, ref in node.operands()]
+        if handle is None or len(operands) != 1:
+            continue
+        in_type = graph.value_type(operands[0])
+        if not in_type.known:
+            continue
+        try:
+            spec = handle.compute_output_spec(keras.KerasTensor(in_type.shape, dtype=in_type.dtype))
+        except Exception:  # a custom layer that cannot infer: leave the type unknown
+            continue
+        if isinstance(spec, keras.KerasTensor):
+            graph.replace_node(replace(node, outputs=(TensorType(tuple(spec.shape), str(spec.dtype)),)))
