@@ -1,0 +1,155 @@
+"""Check an ONNX export against the Keras model: per-output max abs difference.
+
+``verify(model, export_dir)`` runs the Keras model and the chained ONNX partitions on the same
+inputs (random ones when none are given) and returns a :class:`VerifyReport`; with
+``strict=True`` (the default) a difference above ``atol`` raises :class:`OnnxMismatchError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...ir import KgraftError
+from .runtime import load
+
+__all__ = ["verify", "VerifyReport", "OutputDiff", "OnnxMismatchError", "random_inputs"]
+
+
+class OnnxMismatchError(KgraftError):
+    """The ONNX chain's outputs differ from the Keras model's by more than the tolerance."""
+
+    def __init__(self, report: "VerifyReport"):
+        super().__init__(f"the ONNX export does not match the Keras model:\n{report}")
+        self.report = report
+
+
+@dataclass(frozen=True)
+class OutputDiff:
+    name: str
+    shape: tuple
+    max_abs_diff: float
+    ok: bool
+    kind: str = "output"  # "output" (of the model) or "cut" (a tensor crossing a cut)
+    scale: float = 0.0  # max abs value of the Keras tensor, to judge the difference against
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    outputs: list[OutputDiff]
+    atol: float
+    batch: int
+    partitions: int
+    dir: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outputs)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((o.max_abs_diff for o in self.outputs), default=0.0)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        width = max([len(o.name) for o in self.outputs] + [6])
+        lines = [f"Keras vs ONNX chain ({self.partitions} partition(s), batch {self.batch}, atol {self.atol:g}):"]
+        for o in self.outputs:
+            lines.append(f"  {o.name:<{width}}  {o.kind:<6}  {str(list(o.shape)):<20} "
+                         f"max|diff| = {o.max_abs_diff:.3e}  (max|x| {o.scale:.3g})  {'ok' if o.ok else 'FAIL'}")
+        lines.append(f"  {'result':<{width}}  {'OK' if self.ok else 'MISMATCH'} (max {self.max_abs_diff:.3e}"
+                     + (f"; {', '.join(self.notes)})" if self.notes else ")"))
+        return "\n".join(lines)
+
+
+def random_inputs(inputs: list[dict], batch: int = 2, seed: int = 0, small: int = 3) -> list[np.ndarray]:
+    """Random arrays for manifest inputs (unknown dims -> ``small``)."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for io in inputs:
+        shape = [batch if i == 0 else (small if d is None else d) for i, d in enumerate(io["shape"])]
+        dtype = np.dtype(io["dtype"])
+        if np.issubdtype(dtype, np.integer):
+            arrays.append(rng.integers(0, 5, size=shape).astype(dtype))
+        elif dtype == np.bool_:
+            arrays.append(rng.integers(0, 2, size=shape).astype(bool))
+        else:
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+    return arrays
+
+
+def _diff(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
+    d = np.where(same, 0.0, np.abs(a64 - b64))
+    d = np.where(np.isnan(d), np.inf, d)
+    return float(d.max()) if d.size else 0.0
+
+
+def _numpy(outputs) -> list[np.ndarray]:
+    import keras
+
+    return [np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.tree.flatten(outputs)]
+
+
+def _cut_names(pipeline) -> list[str]:
+    """Tensors crossing the cuts (not model inputs/outputs), each once, in order."""
+    skip = set(pipeline.input_names) | set(pipeline.output_names)
+    names = [io["name"] for part in pipeline.manifest["partitions"][:-1] for io in part["outputs"]]
+    return [n for n in dict.fromkeys(names) if n not in skip]
+
+
+def verify(model, manifest_or_dir, inputs=None, atol: float = 1e-4, *, batch: int = 2, seed: int = 0,
+           intermediates: bool = True, custom_objects: dict | None = None,
+           strict: bool = True) -> VerifyReport:
+    """Compare the Keras ``model`` (or model file) with the ONNX chain of ``manifest_or_dir``.
+
+    Reports the max abs difference of every model output and (``intermediates=True``) of every
+    tensor crossing a cut, against the same tensor computed by Keras, so a mismatch points at
+    the partition that introduces it. ``strict``: raise :class:`OnnxMismatchError` above ``atol``.
+    """
+    from ..keras import load_model
+
+    source = load_model(model, custom_objects)
+    pipeline = load(manifest_or_dir)
+    notes = []
+    if inputs is None:
+        arrays = random_inputs(pipeline.inputs, batch=batch, seed=seed)
+        notes.append(f"random inputs (seed {seed})")
+    else:
+        arrays = list(pipeline.normalize(inputs).values())
+    env = pipeline.run_all(arrays)
+    onnx_out = [env[n] for n in pipeline.output_names]
+    feed = arrays[0] if len(arrays) == 1 else arrays
+    keras_out = _numpy(source(feed, training=False))
+    if len(keras_out) != len(onnx_out):
+        raise KgraftError(f"verify: the Keras model has {len(keras_out)} outputs, the export "
+                          f"{len(onnx_out)} ({pipeline.output_names}): is this export of this model?")
+    pairs = [(name, "output", k, o) for name, k, o in zip(pipeline.output_names, keras_out, onnx_out)]
+    cuts = _cut_names(pipeline) if intermediates else []
+    if cuts:
+        from ...api import extract
+
+        probe = extract(source, cuts, custom_objects=custom_objects)
+        layout = {io["name"]: io for part in pipeline.manifest["partitions"] for io in part["outputs"]}
+        for name, k in zip(cuts, _numpy(probe(feed, training=False))):
+            o = env[name]
+            if layout[name].get("layout") == "nchw":  # held channels-first in the files
+                o = np.transpose(o, np.argsort(layout[name]["perm"]))
+            pairs.append((name, "cut", k, o))
+    diffs = []
+    for name, kind, k, o in pairs:
+        if k.shape != o.shape:
+            raise KgraftError(f"verify: {name!r} has shape {o.shape} in ONNX but {k.shape} in Keras")
+        d = _diff(k, o)
+        scale = float(np.nanmax(np.abs(k.astype(np.float64)))) if k.size else 0.0
+        diffs.append(OutputDiff(name, tuple(o.shape), d, d <= atol, kind, scale))
+    report = VerifyReport(diffs, atol, int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 0,
+                          len(pipeline), pipeline.dir, notes)
+    if strict and not report.ok:
+        raise OnnxMismatchError(report)
+    return report

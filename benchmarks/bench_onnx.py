@@ -1,0 +1,247 @@
+#!/usr/bin/env python
+"""ONNX export cost and chained-partition latency, against the unsplit model, same process.
+
+(a) Export time. ``kgraft.export_onnx`` of one model at 2 and 4 partitions, against
+
+* ``full``: the same call with ``at=None`` (one partition: lower, build, ONE tf2onnx
+  conversion, checker, write) — the baseline of the ratio (target: <= 1.3);
+* ``tf2onnx``: tf2onnx alone on the source model (``from_function``, as Keras's
+  ``model.export(format="onnx")`` does), for reference;
+* ``4 parts, per-partition``: one tf2onnx run per partition instead of one for all;
+* ``nchw cuts``: ``cut_layout="nchw"`` (cut tensors held channels-first in the files).
+
+Each export's time is split into tf2onnx conversion and the rest (lowering, planning, building
+the partitions, cutting the ONNX graph, onnx.checker, writing).
+
+(b) ONNX Runtime latency of the chained partitions (``OnnxPipeline``: one session per
+partition, fed by name) against the unsplit model's single session, same session options,
+interleaved A B A B ... after a warm-up (target: ratio of medians <= 1.05). Before timing,
+every export is verified against the Keras model (max abs diff <= 1e-4, cut tensors included).
+
+On a shared machine wall-clock times swing with other people's load; the benchmark also
+reports CPU time (``time.process_time``: export work of all threads; per inference run with
+one ORT thread, the time actually computing), which is what to compare there.
+
+    python benchmarks/bench_onnx.py                          # ResNet50 at 128x128
+    python benchmarks/bench_onnx.py --input-shape 96 --runs 30 --batch 1 8
+    python benchmarks/bench_onnx.py --json onnx.json         # also write the numbers as JSON
+
+Conversion time barely depends on the input size (the graph does not); latency does.
+
+Reading the latency ratios: each cut costs what ONNX Runtime does at a session's edges. With
+``cut_layout="keras"`` a cut tensor is NHWC, so each cut adds a Transpose on both sides (tf2onnx
+computes in NCHW); ``cut_layout="nchw"`` removes them (the partitions then hold exactly the
+unsplit model's operators), leaving ORT's own per-session layout reorders (NCHWc blocking on
+CPU), output allocation and the per-call overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+CUTS = {
+    2: ["conv4_block6_out"],
+    4: ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out"],
+}
+
+
+def log(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+class ConvertTimer:
+    """Seconds spent inside tf2onnx conversions during an export."""
+
+    def __init__(self):
+        import importlib
+
+        export_mod = importlib.import_module("kgraft.backends.onnx.export")  # the module, not the function
+
+        self.module, self.real, self.seconds = export_mod, export_mod.convert_units, 0.0
+
+    def __enter__(self):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return self.real(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        self.module.convert_units = timed
+        return self
+
+    def __exit__(self, *exc):
+        self.module.convert_units = self.real
+
+
+def time_export(model, out_dir, at, strategy="joint", cut_layout="keras"):
+    import kgraft
+
+    with ConvertTimer() as timer:
+        start, cpu = time.perf_counter(), time.process_time()
+        manifest = kgraft.backends.onnx.export(model, out_dir, at=at, overwrite=True, strategy=strategy,
+                                               cut_layout=cut_layout)
+        total, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return manifest, total, cpu, timer.seconds
+
+
+def time_raw_tf2onnx(model, opset):
+    import tensorflow as tf
+    import tf2onnx
+
+    from kgraft.backends.onnx.convert import _captured_tf2onnx_log, _patch_tf2onnx
+
+    _patch_tf2onnx()
+    specs = [tf.TensorSpec(tuple(t.shape), t.dtype, name=f"in{i}") for i, t in enumerate(model.inputs)]
+    fn = tf.function(lambda *xs: model(xs[0] if len(xs) == 1 else list(xs), training=False), autograph=False)
+    start, cpu = time.perf_counter(), time.process_time()
+    with _captured_tf2onnx_log():
+        tf2onnx.convert.from_function(fn, input_signature=specs, opset=opset)
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def latency(pipelines: dict, x, runs: int, warmup: int = 3) -> tuple[dict, dict]:
+    """Interleaved wall and CPU timings (seconds) of each pipeline's ``run(x)``."""
+    for p in pipelines.values():
+        for _ in range(warmup):
+            p.run(x)
+    wall, cpu = {k: [] for k in pipelines}, {k: [] for k in pipelines}
+    for _ in range(runs):
+        for k, p in pipelines.items():
+            start, c = time.perf_counter(), time.process_time()
+            p.run(x)
+            wall[k].append(time.perf_counter() - start)
+            cpu[k].append(time.process_time() - c)
+    return wall, cpu
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="ResNet50", help="a keras.applications architecture (weights=None)")
+    parser.add_argument("--input-shape", type=int, default=128)
+    parser.add_argument("--opset", type=int, default=None)
+    parser.add_argument("--runs", type=int, default=40, help="latency runs per variant")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="exports of each variant, in rotating order; the minimum is reported")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="ONNX Runtime intra-op threads (default 1: steadier on a shared machine, "
+                             "and then CPU time per run excludes time spent descheduled)")
+    parser.add_argument("--skip-per-partition", action="store_true", help="skip the per-partition export")
+    parser.add_argument("--json", metavar="FILE")
+    args = parser.parse_args(argv)
+
+    import keras
+    import numpy as np
+
+    import kgraft
+    from kgraft.backends import onnx as konnx
+    from kgraft.backends.onnx.convert import check_opset
+
+    if args.model != "ResNet50":
+        parser.error("the cut tensors are ResNet50's; only --model ResNet50 is supported")
+    model = getattr(keras.applications, args.model)(
+        input_shape=(args.input_shape, args.input_shape, 3), weights=None)
+    results = {"model": args.model, "input_shape": args.input_shape, "cpu_count": os.cpu_count(),
+               "load_avg_start": os.getloadavg(), "platform": platform.platform(),
+               "versions": None, "export": {}, "latency": {}}
+    root = tempfile.mkdtemp(prefix="kgraft-bench-onnx-")
+    try:
+        # warm-up: imports, tf2onnx handler registration, first tf.function trace
+        x_small = keras.Input((4,), name="w")
+        kgraft.export_onnx(keras.Model(x_small, keras.layers.Dense(2)(x_small)), os.path.join(root, "warm"))
+
+        runs = [("full", None, "joint", "keras"), ("2 parts", CUTS[2], "joint", "keras"),
+                ("4 parts", CUTS[4], "joint", "keras")]
+        if not args.skip_per_partition:
+            runs.append(("4 parts, per-partition", CUTS[4], "per-partition", "keras"))
+        runs += [("2 parts, nchw cuts", CUTS[2], "joint", "nchw"), ("4 parts, nchw cuts", CUTS[4], "joint", "nchw")]
+        manifests, samples = {}, {label: [] for label, *_ in runs + [("tf2onnx alone",)]}
+        for round_ in range(args.repeats):
+            shift = round_ % len(runs)
+            for label, at, strategy, layout in runs[shift:] + runs[:shift]:
+                log(f"[{round_ + 1}/{args.repeats}] exporting {label} ...")
+                man, total, cpu, conv = time_export(
+                    model, os.path.join(root, label.replace(" ", "_").replace(",", "")), at, strategy, layout)
+                manifests[label] = man
+                samples[label].append((total, cpu, conv, man["conversion"]["conversions"], len(man["partitions"])))
+                results["versions"] = man["versions"]
+            log(f"[{round_ + 1}/{args.repeats}] tf2onnx alone on the source model ...")
+            wall, cpu = time_raw_tf2onnx(model, check_opset(args.opset))
+            samples["tf2onnx alone"].append((wall, cpu, wall, 1, 1))
+        for label, rows in samples.items():
+            results["export"][label] = {
+                "seconds": round(min(r[0] for r in rows), 2), "cpu_seconds": round(min(r[1] for r in rows), 2),
+                "tf2onnx_seconds": round(min(r[2] for r in rows), 2), "conversions": rows[0][3],
+                "partitions": rows[0][4], "all_seconds": [round(r[0], 2) for r in rows],
+                "all_cpu_seconds": [round(r[1], 2) for r in rows]}
+        base = results["export"]["full"]
+        for row in results["export"].values():
+            row["ratio_vs_full"] = round(row["seconds"] / base["seconds"], 3)
+            row["cpu_ratio_vs_full"] = round(row["cpu_seconds"] / base["cpu_seconds"], 3)
+
+        latency_variants = ("full", "2 parts", "4 parts", "2 parts, nchw cuts", "4 parts, nchw cuts")
+        for label in latency_variants:
+            report = konnx.verify(model, manifests[label], inputs=np.random.default_rng(0).standard_normal(
+                (2, args.input_shape, args.input_shape, 3)).astype("float32"))
+            results["export"][label]["max_abs_diff"] = report.max_abs_diff
+            log(str(report))
+
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        options.inter_op_num_threads = 1
+        pipelines = {label: konnx.OnnxPipeline(manifests[label], session_options=options)
+                     for label in latency_variants}
+        for batch in args.batch:
+            x = np.random.default_rng(batch).standard_normal(
+                (batch, args.input_shape, args.input_shape, 3)).astype("float32")
+            log(f"latency, batch {batch} ...")
+            wall, cpu = latency(pipelines, x, args.runs)
+            med = {k: statistics.median(v) for k, v in wall.items()}
+            low = {k: min(v) for k, v in wall.items()}
+            cmed = {k: statistics.median(v) for k, v in cpu.items()}
+            results["latency"][f"batch {batch}"] = {
+                k: {"median_ms": round(1e3 * med[k], 3), "min_ms": round(1e3 * low[k], 3),
+                    "cpu_median_ms": round(1e3 * cmed[k], 3),
+                    "ratio_vs_full": round(med[k] / med["full"], 3),
+                    "min_ratio_vs_full": round(low[k] / low["full"], 3),
+                    "cpu_ratio_vs_full": round(cmed[k] / cmed["full"], 3)} for k in wall}
+        results["load_avg_end"] = os.getloadavg()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    print(f"{args.model} {args.input_shape}x{args.input_shape}, {os.cpu_count()} CPUs, "
+          f"load average {results['load_avg_start'][0]:.1f} -> {results['load_avg_end'][0]:.1f}")
+    print(f"\n(a) export (s, min of {args.repeats})  wall  of which tf2onnx  conversions  wall ratio   CPU s"
+          "  CPU ratio  (target <= 1.3)")
+    for label, row in results["export"].items():
+        print(f"  {label:<24} {row['seconds']:6.1f}  {row['tf2onnx_seconds']:15.1f}  {row.get('conversions', 1):11d}"
+              f"  {row['ratio_vs_full']:10.2f}  {row['cpu_seconds']:6.1f}  {row['cpu_ratio_vs_full']:9.2f}")
+    print(f"\n(b) ONNX Runtime latency, {args.threads} intra-op thread(s), {args.runs} interleaved runs "
+          "(ms; ratio vs full, target <= 1.05)")
+    print(f"  {'':<30} {'wall median':>18} {'wall min':>18} {'CPU median':>18}")
+    for batch, rows in results["latency"].items():
+        for k, v in rows.items():
+            print(f"  {batch + ', ' + k:<30} {v['median_ms']:9.2f} (x{v['ratio_vs_full']:.3f})"
+                  f" {v['min_ms']:9.2f} (x{v['min_ratio_vs_full']:.3f})"
+                  f" {v['cpu_median_ms']:9.2f} (x{v['cpu_ratio_vs_full']:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
