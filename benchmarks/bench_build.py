@@ -2,8 +2,8 @@
 """Rebuild cost: ``kgraft.build(kgraft.lower(m))`` against Keras's own rebuild, same process.
 
 For each model (built with ``keras.applications.X(weights=None, input_shape=...)``; nothing is
-downloaded) the two ways of rebuilding it with its weights are timed, interleaved A B A B ...
-after one warm-up of each:
+downloaded) the two ways of rebuilding it with its weights are timed, interleaved
+(A B B A A B ..., so neither always goes first) after one warm-up of each:
 
 * baseline (Keras): ``m2 = keras.Model.from_config(m.get_config()); m2.set_weights(m.get_weights())``
 * kgraft:           ``m3 = kgraft.build(kgraft.lower(m))``
@@ -15,7 +15,8 @@ and, on one random input, outputs within 1e-5. Any mismatch exits with status 2.
 
     python benchmarks/bench_build.py                           # ResNet152, EfficientNetB7 at 224
     python benchmarks/bench_build.py --models ResNet50 --repeats 3 --input-shape 160
-    python benchmarks/bench_build.py --json > build.json       # machine-readable (progress -> stderr)
+    python benchmarks/bench_build.py --json > build.json       # JSON on stdout (progress -> stderr)
+    python benchmarks/bench_build.py --json build.json         # table on stdout, JSON to a file
     python benchmarks/bench_build.py --check                   # exit 1 if a ratio exceeds --target
 
 The input size barely changes rebuild cost (the weights do not depend on it; only the
@@ -197,7 +198,8 @@ def bench_model(name: str, shape, repeats: int, seed: int, clear: bool) -> dict:
         cpu = {"keras": [], "kgraft": []}
         loads = []
         for i in range(repeats + 1):  # iteration 0 is the warm-up of each
-            for which in ("keras", "kgraft"):
+            # A B, then B A: alternating who goes first cancels drift (other load, heap growth).
+            for which in (("keras", "kgraft") if i % 2 == 0 else ("kgraft", "keras")):
                 if clear:
                     keras.backend.clear_session(free_memory=True)
                 gc.collect()
@@ -325,7 +327,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the check's random input")
     parser.add_argument("--clear-session", action="store_true",
                         help="keras.backend.clear_session() before every build (default: gc.collect() only)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument("--json", nargs="?", const="-", metavar="PATH",
+                        help="machine-readable results: --json prints JSON instead of the table, "
+                             "--json PATH writes it to PATH and prints the table too")
     parser.add_argument("--target", type=float, default=1.1, help="ratio target (default 1.1)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a median ratio exceeds --target")
     args = parser.parse_args(argv)
@@ -343,12 +347,19 @@ def main(argv=None) -> int:
     env = environment()
     results = [bench_model(name, args.input_shape, args.repeats, args.seed, args.clear_session)
                for name in args.models]
-    if args.json:
-        json.dump({"environment": env, "target": args.target, "tolerance": TOLERANCE,
-                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                   "results": results}, sys.stdout, indent=2)
+    document = {"environment": env, "args": {"models": args.models, "repeats": args.repeats,
+                "input_shape": list(args.input_shape), "seed": args.seed, "clear_session": args.clear_session},
+                "target": args.target, "tolerance": TOLERANCE,
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "results": results}
+    if args.json == "-":
+        json.dump(document, sys.stdout, indent=2)
         print()
     else:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(document, f, indent=2)
+                f.write("\n")
         print_report(env, results, args.target)
     if args.check and any(r["ratio_median"] > args.target for r in results):
         return 1
