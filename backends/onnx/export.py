@@ -5,7 +5,7 @@ crossing tensors of every cut, pass-through skip tensors included), build the pa
 Keras models (weights copied), convert all of them with ONE tf2onnx run (see :mod:`.convert`),
 cut the converted graph into the partitions with ``onnx.utils.Extractor``, name every
 partition input/output after its ref, check each file with ``onnx.checker``, and write the
-directory atomically.
+directory atomically (:mod:`kgraft.backends.atomic`).
 
 ``manifest.json`` (format ``kgraft-onnx/1``)::
 
@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 import warnings
 
@@ -39,6 +37,7 @@ import numpy as np
 
 from ...ir import Graph, KgraftError, ValueRef
 from ...passes.split import plan_split
+from ..atomic import check_target, write_files
 from . import surgery
 from .convert import Unit, check_opset, convert_units
 
@@ -71,7 +70,7 @@ def export(model, out_dir, at=None, opset=None, *, custom_objects: dict | None =
         raise KgraftError(f"export_onnx: unknown cut_layout {cut_layout!r}; use one of {', '.join(LAYOUTS)}")
     opset = check_opset(opset)
     out_dir = os.path.abspath(os.fspath(out_dir))
-    _check_target(out_dir, overwrite)
+    check_target(out_dir, overwrite, what="export_onnx")
     started = time.perf_counter()
 
     source = load_model(model, custom_objects)
@@ -115,7 +114,7 @@ def export(model, out_dir, at=None, opset=None, *, custom_objects: dict | None =
         manifest["conversion"]["fallback_reason"] = reason
     files = {p["file"]: proto.SerializeToString() for p, proto in zip(manifest["partitions"], protos)}
     files[MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
-    _write_atomically(out_dir, files, overwrite)
+    write_files(out_dir, files, overwrite=overwrite, what="export_onnx")
     return {**manifest, "dir": out_dir, "export_seconds": round(time.perf_counter() - started, 3)}
 
 
@@ -278,50 +277,3 @@ def _manifest(source, graph: Graph, plan, models, opset: int, at, nchw: set[str]
 def _total(ios: list[dict]) -> int | None:
     sizes = [io["bytes_per_sample"] for io in ios]
     return None if any(s is None for s in sizes) else sum(sizes)
-
-
-# ------------------------------------------------------------------------------ writing
-def _check_target(out_dir: str, overwrite: bool) -> None:
-    if os.path.exists(out_dir):
-        if not os.path.isdir(out_dir):
-            raise KgraftError(f"export_onnx: {out_dir!r} exists and is not a directory")
-        if os.listdir(out_dir) and not overwrite:
-            raise KgraftError(f"export_onnx: {out_dir!r} is not empty; pass overwrite=True to replace it "
-                              "(CLI: --overwrite) or choose a new directory")
-
-
-def _write_atomically(out_dir: str, files: dict[str, bytes], overwrite: bool) -> None:
-    """Write ``files`` into a temporary directory next to ``out_dir``, then rename it into place."""
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
-    old = None
-    try:
-        for name, data in files.items():
-            with open(os.path.join(tmp, name), "wb") as f:
-                f.write(data)
-        _check_target(out_dir, overwrite)  # again: it may have appeared meanwhile
-        if os.path.isdir(out_dir):
-            if os.listdir(out_dir):
-                old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
-                os.rmdir(old)
-                os.rename(out_dir, old)
-            else:
-                os.rmdir(out_dir)
-        os.rename(tmp, out_dir)
-        os.chmod(out_dir, 0o777 & ~_umask())
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not os.path.exists(out_dir):
-            os.rename(old, out_dir)
-            old = None
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
