@@ -17,6 +17,9 @@ _SHORT = {
     "bool": "i1", "string": "str", "complex64": "c64", "complex128": "c128",
 }
 _LONG = {v: k for k, v in _SHORT.items()}
+_BYTES = {"float16": 2, "float32": 4, "float64": 8, "bfloat16": 2, "int8": 1, "int16": 2, "int32": 4,
+          "int64": 8, "uint8": 1, "uint16": 2, "uint32": 4, "uint64": 8, "bool": 1, "complex64": 8,
+          "complex128": 16}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,16 @@ class TensorType:
     @property
     def known(self) -> bool:
         return self.shape is not None and self.dtype is not None
+
+    @property
+    def bytes_per_sample(self) -> int | None:
+        """Size of one sample (all dimensions but the batch); ``None`` when not fully known."""
+        if self.shape is None or self.dtype not in _BYTES or any(d is None for d in self.shape[1:]):
+            return None
+        size = _BYTES[self.dtype]
+        for d in self.shape[1:]:
+            size *= d
+        return size
 
     def compatible(self, other: "TensorType") -> bool:
         """False only when both types are known and clash (rank, a fixed dim, or dtype)."""

@@ -26,7 +26,7 @@ from .extract import build_subgraph, inline_if_needed
 from .infra import Pass, register
 from .prune_unreachable import prune
 
-__all__ = ["Split", "SplitPlan", "normalize_cuts", "plan_split", "split_values"]
+__all__ = ["Split", "SplitPlan", "normalize_cuts", "plan_split", "split_values", "cut_sides"]
 
 
 def normalize_cuts(at) -> list[list[str]]:
@@ -95,14 +95,11 @@ def _plan(graph: Graph, cuts: list[list[ValueRef]], labels: list[str]) -> SplitP
         if len(cut) == 1 and (cut[0].node in graph.inputs or cut[0] in graph.outputs):
             kind = "a model input" if cut[0].node in graph.inputs else "a model output"
             raise CutError(f"split: {label!r} is {kind}, not a split point; cut between layers")
-        what = (f"split: {label!r} is not a split point" if len(cut) == 1 else
-                f"split: the cut {{{label}}} does not separate the model's inputs from its outputs")
-        downstream = require_separator(graph, cut, what, targets=outputs_after(graph, cut))
-        upstream = all_nodes - downstream
+        upstream, crossing = cut_sides(graph, cut, label)
         if not upstreams[-1] <= upstream or upstream == upstreams[-1]:
             raise CutError(f"split: cut {{{label}}} does not come after the previous cut; "
                            "give cuts in order from inputs to outputs")
-        boundaries.append(_crossing(graph, upstream, downstream, cut))
+        boundaries.append(crossing)
         upstreams.append(upstream)
     upstreams.append(all_nodes)
     boundaries.append(list(graph.outputs))
@@ -112,6 +109,18 @@ def _plan(graph: Graph, cuts: list[list[ValueRef]], labels: list[str]) -> SplitP
         for i in range(len(cuts) + 1)
     ]
     return SplitPlan(graph, boundaries, partitions)
+
+
+def cut_sides(graph: Graph, cut: list[ValueRef], label: str) -> tuple[set[str], list[ValueRef]]:
+    """The call sites computed before ``cut`` (of a pruned ``graph``), and the values crossing it.
+
+    Raises :class:`CutError` when ``cut`` does not separate the inputs from the outputs after it.
+    """
+    what = (f"split: {label!r} is not a split point" if len(cut) == 1 else
+            f"split: the cut {{{label}}} does not separate the model's inputs from its outputs")
+    downstream = require_separator(graph, cut, what, targets=outputs_after(graph, cut))
+    upstream = set(graph.nx) - downstream
+    return upstream, _crossing(graph, upstream, downstream, cut)
 
 
 @register

@@ -1,0 +1,189 @@
+"""Split planning for edge/cloud inference (what Neurosurgeon and DADS do).
+
+The model runs on an *edge* device up to a cut, the tensors crossing the cut go over a link,
+and a *server* computes the rest. End-to-end latency of one sample::
+
+    edge_s + transfer_s + server_s
+    edge_s     = sum of t(v) * edge_slowdown    over the call sites before the cut
+    transfer_s = rtt_s + 8 * bytes crossing / bandwidth_bps   (0 when nothing crosses)
+    server_s   = sum of t(v) * server_slowdown  over the call sites after it
+
+``t(v)`` is the time of call site ``v`` on *this* machine: a measured profile when given,
+else its FLOPs (:mod:`.costs`) divided by this machine's throughput (``flops_per_s``, which
+``kgraft.plan`` calibrates with ONNX Runtime). "All on edge" and "all on server" (the inputs
+cross) are candidates too.
+
+Over a general DAG the best cut need not be a single tensor: :func:`min_cut_plan` finds the
+optimal closed cut with one s-t minimum cut (DADS's formulation) on a flow network where
+
+* ``source -> v`` costs ``v``'s server time (paid when ``v`` runs on the server),
+  ``v -> sink`` its edge time (paid when it runs on the edge);
+* each tensor is an extra node ``x``: ``producer -> x`` costs its transfer time and
+  ``x -> consumer`` is infinite, so a tensor is paid once however many server-side users it has;
+* ``consumer -> producer`` is infinite, so nothing computed on the server feeds the edge, and
+  ``source -> input`` is infinite (the data starts on the edge).
+
+Every candidate is then evaluated the way ``split`` would realise it (pass-through tensors
+cross too), and :func:`plan_split` returns them ranked.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+
+import networkx as nx
+
+from ..ir import Graph, KgraftError, ValueRef
+from .costs import graph_costs
+from .cuts import split_points as split_point_values
+from .infra import run
+from .prune_unreachable import prune
+from .split import cut_sides
+
+__all__ = ["PlanRow", "CostModel", "parse_bandwidth", "plan_split", "min_cut_plan", "DEFAULT_FLOPS_PER_S"]
+
+DEFAULT_FLOPS_PER_S = 50e9
+"""A nominal CPU throughput, used only when neither a profile nor a calibration is given."""
+
+_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_BANDWIDTH = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([kmgt]?)(bps|bit/s|b/s|bits/s|B/s|Bps)?\s*$",
+                        re.IGNORECASE)
+
+
+def parse_bandwidth(text: str | float) -> float:
+    """Bits per second from ``"20Mbps"``, ``"1.5 Gbit/s"``, ``"500kbps"``, ``"10MB/s"`` (bytes), or a number."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        m = _BANDWIDTH.match(text)
+        if not m:
+            raise KgraftError(f"bandwidth {text!r} is not understood; write e.g. 20Mbps, 1.5Gbit/s, 500kbps or 10MB/s")
+        unit = m.group(3) or "bps"
+        value = float(m.group(1)) * _UNITS[m.group(2).lower()] * (8 if unit in ("B/s", "Bps") else 1)
+    if not value > 0 or math.isinf(value):
+        raise KgraftError(f"bandwidth must be a positive number of bits per second, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """The devices and the link. Slowdowns are relative to this machine (8 = eight times slower)."""
+
+    bandwidth_bps: float
+    edge_slowdown: float = 1.0
+    server_slowdown: float = 1.0
+    rtt_s: float = 0.0
+    flops_per_s: float = DEFAULT_FLOPS_PER_S
+
+    def transfer_s(self, nbytes: int) -> float:
+        return self.rtt_s + 8 * nbytes / self.bandwidth_bps if nbytes else 0.0
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One candidate placement and its predicted latency (seconds per sample)."""
+
+    label: str
+    method: str
+    cut: tuple[str, ...]
+    bytes_per_sample: int
+    edge_s: float
+    transfer_s: float
+    server_s: float
+    total_s: float
+
+
+def _node_seconds(graph: Graph, model: CostModel, profile: dict[str, float] | None) -> dict[str, float]:
+    if profile is not None:
+        return {n: float(profile.get(n, 0.0)) for n in graph.nx}
+    flops = graph_costs(graph).flops
+    return {n: flops[n] / model.flops_per_s for n in graph.nx}
+
+
+def _value_bytes(graph: Graph, value: ValueRef) -> int:
+    size = graph.value_type(value).bytes_per_sample
+    if size is None:
+        raise KgraftError(f"planning needs the size of every tensor, but {graph.value_name(value)!r} has type "
+                          f"{graph.value_type(value)}; give the model a fixed input shape (CLI: --input-shape)")
+    return size
+
+
+def _row(graph: Graph, model: CostModel, seconds: dict[str, float], label: str, method: str,
+         upstream: set[str], crossing: list[ValueRef]) -> PlanRow:
+    nbytes = sum(_value_bytes(graph, v) for v in crossing)
+    edge = sum(seconds[n] for n in upstream) * model.edge_slowdown
+    server = sum(seconds[n] for n in graph.nx if n not in upstream) * model.server_slowdown
+    transfer = model.transfer_s(nbytes)
+    return PlanRow(label, method, tuple(graph.value_name(v) for v in crossing), nbytes,
+                   edge, transfer, server, edge + transfer + server)
+
+
+def min_cut_plan(graph: Graph, model: CostModel, seconds: dict[str, float]) -> set[str]:
+    """The call sites to run on the edge in the latency-optimal closed cut of a flat, pruned graph."""
+    flow = nx.DiGraph()
+    source, sink = ("^edge",), ("^server",)
+    inputs = set(graph.inputs)
+    for n in graph.nx:
+        if n in inputs:
+            flow.add_edge(source, n)  # no capacity: infinite (the data starts on the edge)
+        else:
+            flow.add_edge(source, n, capacity=seconds[n] * model.server_slowdown)
+            flow.add_edge(n, sink, capacity=seconds[n] * model.edge_slowdown)
+    for producer, consumer, out in graph.nx.edges(data="out"):
+        value = ("^value", producer, out)
+        if not flow.has_edge(producer, value):
+            flow.add_edge(producer, value, capacity=8 * _value_bytes(graph, ValueRef(producer, out))
+                          / model.bandwidth_bps)
+        flow.add_edge(value, consumer)
+        flow.add_edge(consumer, producer)
+    _, (edge_side, _) = nx.minimum_cut(flow, source, sink)
+    return {n for n in edge_side if n in graph.nx}
+
+
+def plan_split(graph: Graph, bandwidth_bps: float, edge_slowdown: float = 1.0, server_slowdown: float = 1.0,
+               rtt_s: float = 0.0, flops_per_s: float = DEFAULT_FLOPS_PER_S,
+               profile: dict[str, float] | None = None) -> list[PlanRow]:
+    """Every candidate (all on edge, all on server, each split point, the min-cut), best first.
+
+    ``profile`` maps call-site ids of the flat graph to seconds on this machine (measured);
+    without it, FLOPs / ``flops_per_s`` estimate them.
+    """
+    model = CostModel(parse_bandwidth(bandwidth_bps), edge_slowdown, server_slowdown, rtt_s, flops_per_s)
+    for what, value in (("edge_slowdown", edge_slowdown), ("server_slowdown", server_slowdown),
+                        ("flops_per_s", flops_per_s)):
+        if not value > 0:
+            raise KgraftError(f"plan: {what} must be positive, got {value!r}")
+    if rtt_s < 0:
+        raise KgraftError(f"plan: rtt_s must not be negative, got {rtt_s!r}")
+    flat = prune(run(graph, "inline-nested"), keep_inputs=True)
+    seconds = _node_seconds(flat, model, profile)
+    every = set(flat.nx)
+    rows = {(): _row(flat, model, seconds, "all on edge", "all on edge", every, [])}
+    server_only = _row(flat, model, seconds, "all on server", "all on server", set(flat.inputs), flat.input_refs())
+    rows[server_only.cut] = server_only
+    for point in split_point_values(flat):
+        upstream, crossing = cut_sides(flat, [point], flat.value_name(point))
+        row = _row(flat, model, seconds, flat.value_name(point), "split point", upstream, crossing)
+        rows.setdefault(row.cut, row)
+    edge_side = min_cut_plan(flat, model, seconds)
+    if edge_side in (every, set(flat.inputs)):
+        key = () if edge_side == every else server_only.cut
+        rows[key] = replace(rows[key], method=rows[key].method + ", min-cut")
+    else:
+        cut = sorted({ValueRef(p, out) for p, c, out in flat.nx.edges(data="out")
+                      if p in edge_side and c not in edge_side}, key=_topo_key(flat))
+        upstream, crossing = cut_sides(flat, cut, ", ".join(flat.value_name(v) for v in cut))
+        row = _row(flat, model, seconds, ", ".join(flat.value_name(v) for v in crossing), "min-cut",
+                   upstream, crossing)
+        if row.cut in rows:
+            rows[row.cut] = replace(rows[row.cut], method=rows[row.cut].method + ", min-cut")
+        else:
+            rows[row.cut] = row
+    return sorted(rows.values(), key=lambda r: (r.total_s, r.label))
+
+
+def _topo_key(graph: Graph):
+    order = {n: i for i, n in enumerate(graph.topological_ids())}
+    return lambda v: (order[v.node], v.index)
