@@ -29,6 +29,8 @@ _LAZY = {
     "split": ".api",
     "add_head": ".api",
     "downstream": ".api",
+    "cut_costs": ".api",
+    "plan": ".api",
     "export_onnx": ".backends.onnx",
     "run_onnx": ".backends.onnx",
 }

@@ -15,7 +15,7 @@ from .ir import Graph, KgraftError, TensorType
 from .ir.refs import resolve
 from .passes.extract import inline_if_needed
 
-__all__ = ["flatten", "extract", "split_points", "split", "add_head", "downstream"]
+__all__ = ["flatten", "extract", "split_points", "split", "add_head", "downstream", "cut_costs", "plan"]
 
 
 def flatten(model, custom_objects: dict | None = None):
@@ -53,6 +53,34 @@ def add_head(model, at: str, head: Any, name: str | None = None, custom_objects:
 def downstream(model, ref: str, custom_objects: dict | None = None) -> list[str]:
     """Names of all layers whose output depends on ``ref``, in topological order."""
     return passes.downstream(lower(model, custom_objects), ref)
+
+
+def cut_costs(model, cuts=None, custom_objects: dict | None = None) -> list:
+    """Bytes crossing, parameters and FLOPs before/after every split point (or each cut given).
+
+    See :mod:`kgraft.passes.costs`; ``cuts`` is a list of cuts as ``split`` takes them.
+    """
+    from .passes.costs import cut_costs as costs
+
+    return costs(lower(model, custom_objects), cuts)
+
+
+def plan(model, bandwidth, edge_slowdown: float = 1.0, server_slowdown: float = 1.0, rtt: float = 0.0,
+         flops_per_s: float | None = None, custom_objects: dict | None = None) -> list:
+    """Ranked edge/server placements of ``model`` (best first): see :mod:`kgraft.passes.plan`.
+
+    ``bandwidth`` is bits per second or text like ``"20Mbps"``; slowdowns are relative to this
+    machine; ``flops_per_s`` is this machine's throughput, measured with ONNX Runtime when None.
+    """
+    from .passes.plan import parse_bandwidth, plan_split
+
+    bandwidth_bps = parse_bandwidth(bandwidth)  # bad input fails before the slow calibration
+    if flops_per_s is None:
+        from .backends.onnx.profile import throughput
+
+        flops_per_s = throughput(model, custom_objects)
+    return plan_split(lower(model, custom_objects), bandwidth_bps, edge_slowdown, server_slowdown, rtt,
+                      flops_per_s)
 
 
 def _lower_head(head: Any, at_type: TensorType) -> Graph:

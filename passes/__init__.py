@@ -9,16 +9,19 @@ and offered here as a function ``name(graph, **options)`` that never mutates ``g
 | ``split{at}`` | partitions that compose back to the model |
 | ``add-head{at,head}`` | attach new layers to any tensor |
 
-Analyses: :func:`split_points`, :func:`downstream`.
+Analyses: :func:`split_points`, :func:`downstream`, :func:`cut_costs` (bytes, parameters and FLOPs
+on each side of a cut), :func:`plan_split` (ranked edge/server placements, min-cut included).
 """
 
 from ..ir import Graph
 from .add_head import AddHead
+from .costs import cut_costs
 from .cuts import split_points as _split_point_values
 from .downstream import downstream
 from .extract import Extract
 from .infra import Pass, as_function, parse_pipeline, register, registry, run
 from .inline_nested import InlineNested
+from .plan import plan_split
 from .prune_unreachable import PruneUnreachable
 from .split import Split
 
@@ -36,4 +39,4 @@ def split_points(graph: Graph) -> list[str]:
 
 
 __all__ = ["Pass", "register", "registry", "parse_pipeline", "run", "inline_nested", "prune_unreachable",
-           "extract", "split", "add_head", "split_points", "downstream"]
+           "extract", "split", "add_head", "split_points", "downstream", "cut_costs", "plan_split"]

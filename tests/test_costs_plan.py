@@ -182,3 +182,25 @@ def test_plan_needs_known_shapes():
     text = DIAMOND.replace("f32[?,1000]", "f32[?,?]")
     with pytest.raises(kgraft.KgraftError, match="input shape"):
         plan_split(parse(text), 8, profile=PROFILE)
+
+
+def test_keras_level_plan_calibrates_with_onnx_runtime():
+    """kgraft.plan measures this machine's throughput, and its all-on-server row adds up."""
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35)
+    rows = kgraft.plan(model, "10Mbps", edge_slowdown=8)
+    assert {r.method.split(",")[0] for r in rows} >= {"all on edge", "all on server", "split point"}
+    assert [r.total_s for r in rows] == sorted(r.total_s for r in rows)
+    server = _by_label(rows)["all on server"]
+    assert server.bytes_per_sample == 32 * 32 * 3 * 4
+    assert server.transfer_s == pytest.approx(32 * 32 * 3 * 4 * 8 / 10e6)
+    edge = _by_label(rows)["all on edge"]
+    assert edge.edge_s == pytest.approx(8 * server.server_s)
+
+
+def test_partition_latency_is_measured_per_partition(tmp_path):
+    from kgraft.backends.onnx.profile import partition_latency
+
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35)
+    kgraft.export_onnx(model, tmp_path / "x", at="block_6_project_BN")
+    times = partition_latency(tmp_path / "x", runs=5)
+    assert len(times) == 2 and all(t > 0 for t in times)
