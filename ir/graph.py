@@ -17,27 +17,18 @@ weights a backend copies.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 import networkx as nx
 
 from .errors import VerificationError
-from .tree import iter_refs, map_refs
+from .tree import ValueRef, iter_refs, map_refs
 from .types import UNKNOWN, TensorType
 
 __all__ = ["ValueRef", "Layer", "Node", "Graph", "INPUT_CLASS"]
 
 INPUT_CLASS = "InputLayer"
-
-
-@dataclass(frozen=True, slots=True)
-class ValueRef:
-    """One tensor: output ``index`` of call site ``node``."""
-
-    node: str
-    index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +65,16 @@ class Node:
     args: list = field(default_factory=list)
     kwargs: dict = field(default_factory=dict)
     outputs: tuple[TensorType, ...] = (UNKNOWN,)
+    # Found once: linking, verifying and every analysis read the operands of every call site.
+    _operands: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_operands",
+                           tuple(iter_refs(self.args, ("args",)) + iter_refs(self.kwargs, ("kwargs",))))
 
     def operands(self) -> Iterator[tuple[tuple, ValueRef]]:
         """``(path, ref)`` for every tensor argument, positional first."""
-        yield from iter_refs(self.args, ("args",))
-        yield from iter_refs(self.kwargs, ("kwargs",))
+        return iter(self._operands)
 
     def with_operands(self, fn) -> "Node":
         """A copy with every operand ``ref`` replaced by ``fn(ref)``."""
@@ -90,7 +86,13 @@ class Node:
 
 
 class Graph:
-    """A Keras model as a DAG of call sites. See the module docstring for the invariants."""
+    """A Keras model as a DAG of call sites. See the module docstring for the invariants.
+
+    Call sites are stored in the networkx graph in the order they were added (``seq``). Adding a
+    call site requires its producers to exist, so that order is topological unless
+    :meth:`replace_node` made a call site use a later one; until then :meth:`topological_ids` is
+    the storage order and needs no sort (``_ordered``).
+    """
 
     def __init__(self, name: str = "model", kind: str = "Functional"):
         self.name = name
@@ -100,7 +102,8 @@ class Graph:
         self.outputs: list[ValueRef] = []
         self.meta: dict[str, Any] = {}  # opaque, shared by copies: source model, custom_objects
         self._g = nx.MultiDiGraph()
-        self._seq = itertools.count()
+        self._next_seq = 0
+        self._ordered = True
         self._calls: dict[str, list[str]] = {}
         self._topo: list[str] | None = None
         self.version = 0
@@ -126,24 +129,25 @@ class Graph:
         self._touch()
 
     def add_node(self, node: Node) -> Node:
-        if node.id in self._g:
+        if node.id in self._g._node:
             raise VerificationError(f"call site {node.id!r} is defined twice in model {self.name!r}")
         if node.layer not in self.layers:
             raise VerificationError(f"call site {node.id!r} calls unknown layer {node.layer!r}")
-        self._g.add_node(node.id, node=node, seq=next(self._seq))
+        self._g.add_node(node.id, node=node, seq=self._next_seq)
+        self._next_seq += 1
         self._link(node)
         calls = self._calls[node.layer]
         calls.append(node.id)
         # ``calls`` is kept sorted by call index: re-sort only when the new call is out of order
         # (re-sorting on every add made adding k calls of one shared layer O(k^2)).
-        if len(calls) > 1 and self._g.nodes[calls[-2]]["node"].call_index > node.call_index:
-            calls.sort(key=lambda i: self._g.nodes[i]["node"].call_index)
+        if len(calls) > 1 and self.node(calls[-2]).call_index > node.call_index:
+            calls.sort(key=lambda i: self.node(i).call_index)
         self._touch()
         return node
 
     def _link(self, node: Node) -> None:
         for path, ref in node.operands():
-            if ref.node not in self._g:
+            if ref.node not in self._g._node:
                 raise VerificationError(
                     f"call site {node.id!r} uses {ref.node!r}, which is not defined before it"
                 )
@@ -151,11 +155,15 @@ class Graph:
 
     def replace_node(self, node: Node) -> None:
         """Swap in a new version of an existing call site (same id), re-linking its operands."""
-        if node.id not in self._g:
+        if node.id not in self._g._node:
             raise VerificationError(f"no call site {node.id!r} to replace")
         self._g.remove_edges_from(list(self._g.in_edges(node.id, keys=True)))
-        self._g.nodes[node.id]["node"] = node
+        # a new attribute dict, never an edit: copies of the graph share these dicts
+        seq = self._g._node[node.id]["seq"]
+        self._g._node[node.id] = {"node": node, "seq": seq}
         self._link(node)
+        if any(self._g._node[ref.node]["seq"] > seq for _, ref in node.operands()):
+            self._ordered = False  # it uses a later call site: the storage order is no longer topological
         self._touch()
 
     def remove_nodes(self, node_ids: Iterable[str]) -> None:
@@ -165,8 +173,8 @@ class Graph:
             kept_users = self.users(node_id) - doomed
             if kept_users:
                 raise VerificationError(f"cannot remove {node_id!r}: still used by {sorted(kept_users)}")
-        for node_id in doomed:
-            self._calls[self.node(node_id).layer].remove(node_id)
+        for layer in {self.node(node_id).layer for node_id in doomed}:
+            self._calls[layer] = [i for i in self._calls[layer] if i not in doomed]
         self._g.remove_nodes_from(doomed)
         self.inputs = [i for i in self.inputs if i not in doomed]
         self._touch()
@@ -193,10 +201,10 @@ class Graph:
 
     # ------------------------------------------------------------------ queries
     def __contains__(self, node_id: object) -> bool:
-        return node_id in self._g
+        return node_id in self._g._node
 
     def __len__(self) -> int:
-        return self._g.number_of_nodes()
+        return len(self._g._node)
 
     @property
     def nx(self) -> nx.MultiDiGraph:
@@ -205,22 +213,26 @@ class Graph:
 
     def node(self, node_id: str) -> Node:
         try:
-            return self._g.nodes[node_id]["node"]
+            return self._g._node[node_id]["node"]
         except KeyError:
             raise VerificationError(f"no call site {node_id!r} in model {self.name!r}") from None
 
     def nodes(self) -> list[Node]:
         """All call sites in a fixed topological order (ties broken by insertion order)."""
-        return [self._g.nodes[i]["node"] for i in self.topological_ids()]
+        attrs = self._g._node
+        return [attrs[i]["node"] for i in self.topological_ids()]
 
     def topological_ids(self) -> list[str]:
         if self._topo is None:
-            seq = nx.get_node_attributes(self._g, "seq")
-            self._topo = list(nx.lexicographical_topological_sort(self._g, key=seq.__getitem__))
+            if self._ordered:
+                self._topo = list(self._g._node)
+            else:
+                seq = nx.get_node_attributes(self._g, "seq")
+                self._topo = list(nx.lexicographical_topological_sort(self._g, key=seq.__getitem__))
         return self._topo
 
     def users(self, node_id: str) -> set[str]:
-        return set(self._g.successors(node_id))
+        return set(self._g._succ[node_id])
 
     def call_sites(self, layer_name: str) -> list[Node]:
         """The call sites of one layer, ordered by call index."""
@@ -254,13 +266,11 @@ class Graph:
         new.inputs = list(self.inputs)
         new.outputs = list(self.outputs)
         new.meta = self.meta
-        new._g = self._g.copy()
-        new._seq = itertools.count(self._next_seq())
-        new._calls = {k: list(v) for k, v in self._calls.items()}
+        new._g = _copy_structure(self._g)
+        new._next_seq = self._next_seq
+        new._ordered = self._ordered
+        new._calls = {k: v.copy() for k, v in self._calls.items()}
         return new
-
-    def _next_seq(self) -> int:
-        return max((d for _, d in self._g.nodes(data="seq")), default=-1) + 1
 
     def __str__(self) -> str:
         from .printer import print_graph
@@ -269,3 +279,20 @@ class Graph:
 
     def __repr__(self) -> str:
         return f"<kgraft.ir.Graph @{self.name}: {len(self)} call sites, {len(self.layers)} layers>"
+
+
+def _copy_structure(g: nx.MultiDiGraph) -> nx.MultiDiGraph:
+    """``g.copy()`` at a fraction of the cost (``MultiDiGraph.copy`` re-adds every node and edge
+    through the public API, the largest cost of a pass on a big graph).
+
+    The attribute dicts of call sites and edges are shared: :class:`Graph` never edits one (it
+    replaces a call site's dict), and only the adjacency dicts, which removals do change, are new.
+    Assigning ``_node``/``_succ``/``_pred`` is how networkx's own graph views are built.
+    """
+    new = nx.MultiDiGraph()
+    new.graph.update(g.graph)
+    new._node = dict(g._node)
+    succ = {u: {v: dict(keys) for v, keys in nbrs.items()} for u, nbrs in g._succ.items()}
+    new._succ = succ
+    new._pred = {v: {u: succ[u][v] for u in nbrs} for v, nbrs in g._pred.items()}
+    return new

@@ -1,39 +1,60 @@
-"""Walking and rewriting call-argument trees.
+"""Tensor references and the call-argument trees that hold them.
 
 A call site's ``args``/``kwargs`` are the Keras call arguments as nested lists/dicts whose
-tensor leaves are :class:`~kgraft.ir.graph.ValueRef` and whose other leaves are constants.
-A *path* locates a leaf: ``("args", 0, 1)`` is the second item of the first argument.
+tensor leaves are :class:`ValueRef` s and whose other leaves are constants. A *path* locates a
+leaf: ``("args", 0, 1)`` is the second item of the first argument.
+
+``ValueRef`` lives here rather than in :mod:`~kgraft.ir.graph` (which re-exports it) so that the
+walkers below can test leaves against it without importing the graph module on every call.
+Walking is recursive over the nesting of one call's arguments (a few levels), never over the graph.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable
 
-__all__ = ["iter_refs", "map_refs"]
+__all__ = ["ValueRef", "iter_refs", "map_refs"]
 
 
-def iter_refs(tree: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
-    """Yield ``(path, ref)`` for every ValueRef leaf, depth first, in argument order."""
-    from .graph import ValueRef
+@dataclass(frozen=True, slots=True)
+class ValueRef:
+    """One tensor: output ``index`` of call site ``node``."""
 
+    node: str
+    index: int = 0
+
+
+def iter_refs(tree: Any, path: tuple = ()) -> list[tuple[tuple, ValueRef]]:
+    """``(path, ref)`` for every ValueRef leaf, depth first, in argument order."""
+    found: list[tuple[tuple, ValueRef]] = []
+    _collect(tree, path, found)
+    return found
+
+
+def _collect(tree: Any, path: tuple, found: list) -> None:
     if isinstance(tree, ValueRef):
-        yield path, tree
-    elif isinstance(tree, (list, tuple)):
-        for i, item in enumerate(tree):
-            yield from iter_refs(item, path + (i,))
+        found.append((path, tree))
+        return
+    if isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
     elif isinstance(tree, dict):
-        for key, item in tree.items():
-            yield from iter_refs(item, path + (key,))
+        items = tree.items()
+    else:
+        return
+    for key, item in items:
+        if isinstance(item, ValueRef):  # the common leaf, without a call
+            found.append((path + (key,), item))
+        elif isinstance(item, (list, tuple, dict)):
+            _collect(item, path + (key,), found)
 
 
-def map_refs(tree: Any, fn: Callable[[Any], Any]) -> Any:
+def map_refs(tree: Any, fn: Callable[[ValueRef], Any]) -> Any:
     """A copy of ``tree`` with every ValueRef leaf replaced by ``fn(leaf)``."""
-    from .graph import ValueRef
-
     if isinstance(tree, ValueRef):
         return fn(tree)
     if isinstance(tree, list):
-        return [map_refs(item, fn) for item in tree]
+        return [fn(item) if isinstance(item, ValueRef) else map_refs(item, fn) for item in tree]
     if isinstance(tree, tuple):
         return tuple(map_refs(item, fn) for item in tree)
     if isinstance(tree, dict):
