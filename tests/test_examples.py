@@ -1,4 +1,4 @@
-"""The runnable examples in examples/ (the five classic Keras problems) work and say so.
+"""The runnable examples in examples/ (the five classic Keras problems, the edge/cloud split) work.
 
 Each example is imported by path and its ``main()`` called; the returned results are checked
 (numbers equal to the source model, expected shapes, error messages a user can act on).
@@ -28,7 +28,7 @@ def run_example(stem: str) -> dict:
 def test_examples_readme_lists_every_example():
     readme = (EXAMPLES / "README.md").read_text()
     scripts = sorted(p.name for p in EXAMPLES.glob("[0-9][0-9]_*.py"))
-    assert len(scripts) == 5
+    assert len(scripts) == 6
     for name in scripts:
         assert name in readme, f"{name} is missing from examples/README.md"
 
@@ -82,6 +82,14 @@ def test_05_encoder_by_name():
     assert not any(n.startswith("dec_") or n == "reconstruction" for n in r["encoder_layers"])
     assert not any(n.startswith("enc_") for n in r["decoder_layers"])
     assert r["decoder_layers"][-1] == "reconstruction"
+
+
+def test_06_edge_cloud_onnx():
+    r = run_example("06_edge_cloud_onnx")
+    assert r["diff"] <= 1e-4 and r["spread"] > 1e-2  # the outputs depend on the input: the check can fail
+    assert r["crossing"] == r["expected_crossing"] > 0
+    assert r["n_points"] > 10
+    assert [row.total_s for row in r["plan"]] == sorted(row.total_s for row in r["plan"])
 
 
 def test_example_runs_as_a_script():

@@ -35,7 +35,7 @@ import warnings
 
 import numpy as np
 
-from ...ir import Graph, KgraftError, ValueRef
+from ...ir import Graph, KgraftError, TensorType, ValueRef
 from ...passes.split import plan_split
 from ..atomic import check_target, write_files
 from . import surgery
@@ -197,13 +197,9 @@ def _finish(proto, unit: Unit, in_refs: list[str], out_refs: list[str], what: st
 # ------------------------------------------------------------------------------ manifest
 def bytes_per_sample(shape, dtype) -> int | None:
     """Product of the non-batch dimensions times the dtype's size (None if any is unknown)."""
-    if shape is None or dtype is None or any(d is None for d in list(shape)[1:]):
+    if shape is None:
         return None
-    try:
-        itemsize = np.dtype(dtype).itemsize
-    except TypeError:
-        return None
-    return int(np.prod([int(d) for d in list(shape)[1:]], dtype=np.int64)) * itemsize
+    return TensorType(tuple(shape), None if dtype is None else str(dtype)).bytes_per_sample
 
 
 def _io(graph: Graph, value: ValueRef, tensor, producer: dict[str, int], nchw: set[str]) -> dict:
