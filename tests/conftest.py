@@ -9,6 +9,11 @@ Helpers are exposed as fixtures (tests/ is not a package and pytest runs with
 * ``unchanged(*models)`` -> a context manager asserting the models' fingerprints are the same
   after the block (``kgraft.lower``/``kgraft.build`` must never mutate a source model).
 
+Every test also runs under ``kgraft_guard`` (autouse, see :class:`SourceGuard`): each model handed
+to a kgraft entry point is fingerprinted before and after the call, the models returned must not
+share layers or variables with it, and its structure is checked again at teardown. A test that
+changes such a model itself, after the call, says so with ``@pytest.mark.mutates_source``.
+
 Keras and TensorFlow are imported lazily so that pure-IR tests stay cheap.
 """
 
@@ -21,10 +26,15 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import contextlib
+import functools
 import hashlib
+import sys
+import zlib
 
 import numpy as np
 import pytest
+
+pytest_plugins = ["pytester"]  # tests/test_source_guard.py runs the guard in a pytest session
 
 SMALL_DIM = 3  # what an unknown (None) non-batch dimension becomes in random inputs
 
@@ -99,55 +109,86 @@ def random_inputs(model, batch: int = 2, seed: int = 0, small: int = SMALL_DIM):
 
 def iter_layers(model):
     """Every layer of ``model``, nested models' layers included (depth first)."""
-    import keras
-
     for layer in model.layers:
         yield layer
-        if isinstance(layer, keras.Model):
+        if hasattr(layer, "layers"):  # a nested keras.Model (or tf_keras.Model)
             yield from iter_layers(layer)
 
 
-def fingerprint(model) -> str:
-    """A hash of everything lowering/building must leave alone.
+def model_parts(model) -> dict[str, tuple]:
+    """What lowering/building must leave alone, keyed for a readable diff.
 
-    All weights (name, shape, dtype, bytes), and for the model and every (nested) layer its
-    ``id``, name, trainable flag and number of call sites (``len(layer._inbound_nodes)``).
+    For the model and every (nested) layer: its ``id``, trainable flag and number of call sites
+    (``_inbound_nodes``, ``_outbound_nodes``); for every weight: its ``id``, shape, dtype and a
+    CRC of its bytes (cheap: reading the values costs more than hashing them). Works for Keras 3
+    and ``tf_keras`` models.
     """
-    h = hashlib.sha256()
-    for var in model.weights:
-        value = np.asarray(var.numpy())
-        h.update(f"{var.path}|{value.shape}|{value.dtype}|".encode())
-        h.update(np.ascontiguousarray(value).tobytes())
-    for layer in [model, *iter_layers(model)]:
-        h.update(f"{id(layer)}|{layer.name}|{layer.trainable}|{len(layer._inbound_nodes)}|"
-                 f"{len(getattr(layer, '_outbound_nodes', []))};".encode())
-    h.update(repr([id(t) for t in model.inputs] + [id(t) for t in model.outputs]).encode())
-    return h.hexdigest()
+    parts = {"inputs/outputs": tuple(id(t) for t in [*_endpoints(model, "inputs"), *_endpoints(model, "outputs")])}
+    for path, layer in _walk(model, ()):
+        parts[f"layer {'/'.join(path) or model.name}"] = (
+            id(layer), layer.trainable, len(layer._inbound_nodes), len(getattr(layer, "_outbound_nodes", [])))
+    for i, var in enumerate(model.weights):
+        value = np.ascontiguousarray(np.asarray(var))
+        parts[f"weight {i} {getattr(var, 'path', None) or var.name}"] = (
+            id(var), value.shape, str(value.dtype), zlib.crc32(value.reshape(-1).view(np.uint8)))
+    return parts
+
+
+def _endpoints(model, which: str) -> list:
+    try:
+        return list(getattr(model, which) or [])
+    except AttributeError:  # a subclassed model never called has neither
+        return []
+
+
+def _walk(model, path):
+    yield path, model
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _walk(layer, path + (layer.name,))
+        else:
+            yield path + (layer.name,), layer
+
+
+def fingerprint(model) -> str:
+    """A hash of :func:`model_parts`."""
+    return hashlib.sha256(repr(sorted(model_parts(model).items())).encode()).hexdigest()
+
+
+def diff_parts(before: dict, after: dict) -> list[str]:
+    """What changed between two :func:`model_parts`, one line per part (at most 5)."""
+    keys = sorted(set(before) | set(after))
+    lines = [f"{k}: {before.get(k, 'absent')} -> {after.get(k, 'absent')}" for k in keys
+             if before.get(k) != after.get(k)]
+    return lines[:5] + ([f"... and {len(lines) - 5} more"] if len(lines) > 5 else [])
 
 
 @contextlib.contextmanager
 def unchanged_ctx(*models):
-    before = [fingerprint(m) for m in models]
+    before = [model_parts(m) for m in models]
     yield
-    after = [fingerprint(m) for m in models]
-    for model, b, a in zip(models, before, after):
-        assert a == b, f"model {model.name!r} was mutated (weights, layers or call sites changed)"
+    for model, b in zip(models, before):
+        changed = diff_parts(b, model_parts(model))
+        assert not changed, f"model {model.name!r} was mutated: " + "; ".join(changed)
 
 
 def layer_summary(model, prefix: tuple = ()) -> list[tuple]:
     """``(path, class, trainable)`` of every layer, nested models included."""
-    import keras
-
     rows = []
     for layer in model.layers:
         path = prefix + (layer.name,)
         rows.append((path, type(layer).__name__, layer.trainable))
-        if isinstance(layer, keras.Model):
+        if hasattr(layer, "layers"):
             rows += layer_summary(layer, path)
     return rows
 
 
 # ---------------------------------------------------------------------------- fixtures
+def pytest_configure(config):
+    config.addinivalue_line("markers", "mutates_source: the test itself changes a model it handed to "
+                            "kgraft, after the call (the source guard then skips its teardown check)")
+
+
 @pytest.fixture(name="assert_same_outputs")
 def _assert_same_outputs_fixture():
     return assert_same_outputs
@@ -214,3 +255,136 @@ def _roundtrip_fixture():
         return graph, rebuilt
 
     return roundtrip
+
+
+# ---------------------------------------------------------------------------- the source guard
+# kgraft's entry points that take a model (or a graph whose source is one) as first argument.
+GUARDED = {
+    "kgraft.backends.keras.load": ("lower", "load_model"),
+    "kgraft.backends.keras.build": ("build",),
+    "kgraft.backends.keras": ("lower", "load_model", "build"),
+}
+
+
+def _is_model(obj) -> bool:
+    keras = sys.modules.get("keras")
+    tf_keras = sys.modules.get("tf_keras")
+    return (keras is not None and isinstance(obj, keras.Model)) or (
+        tf_keras is not None and isinstance(obj, tf_keras.Model))
+
+
+def _sources(arg) -> list:
+    """The models an entry point's first argument stands for (a graph stands for its source)."""
+    if isinstance(arg, (list, tuple)):
+        return [m for a in arg for m in _sources(a)]
+    if _is_model(arg):
+        return [arg]
+    source = getattr(arg, "meta", {}).get("source") if hasattr(arg, "meta") else None
+    return [source] if _is_model(source) else []
+
+
+def _structure(parts: dict) -> dict:
+    """The parts of :func:`model_parts` a test rarely changes itself: layers and call sites."""
+    return {k: v[0:1] + v[2:] if k.startswith("layer ") else v[0] if k.startswith("weight ") else v
+            for k, v in parts.items()}
+
+
+class SourceGuard:
+    """Fails a test in which kgraft mutated a model it was given.
+
+    ``wrap(fn)`` fingerprints the models of ``fn``'s first argument on entry to the outermost
+    wrapped call and again on its exit (weights, layers, call sites), and checks that the models
+    it returns share no layer or variable with them. ``teardown()`` re-checks their structure
+    (layers, call sites, variable objects), which catches changes made later through shared
+    objects. Problems are collected in ``problems``; the ``kgraft_guard`` fixture fails on them.
+    """
+
+    def __init__(self):
+        self.problems: list[str] = []
+        self.seen: dict[int, tuple] = {}  # id -> (model, structure after the last call)
+        self._depth = 0
+        self._entered: dict[int, tuple] = {}  # id -> (model, parts) of the current outermost call
+
+    def wrap(self, fn, where: str):
+        @functools.wraps(fn)
+        def guarded(*args, **kwargs):
+            first = args[0] if args else next(iter(kwargs.values()), None)
+            for model in _sources(first):
+                if id(model) not in self._entered:
+                    self._entered[id(model)] = (model, model_parts(model))
+            self._depth += 1
+            result = None
+            try:
+                result = fn(*args, **kwargs)
+                return result
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._after_call(where, result)
+
+        guarded.__kgraft_guarded__ = True
+        return guarded
+
+    def _after_call(self, where: str, result) -> None:
+        entered, self._entered = self._entered, {}
+        for model, before in entered.values():
+            after = model_parts(model)
+            changed = diff_parts(before, after)
+            if changed:
+                self.problems.append(f"{where} mutated model {model.name!r}: " + "; ".join(changed))
+            self.seen[id(model)] = (model, _structure(after))
+            shared = _shared_objects(model, result)
+            if shared:
+                self.problems.append(f"{where} returned a model sharing {', '.join(shared[:3])} with "
+                                     f"its argument {model.name!r}")
+
+    def teardown(self) -> None:
+        for model, structure in self.seen.values():
+            changed = diff_parts(structure, _structure(model_parts(model)))
+            if changed:
+                self.problems.append(f"model {model.name!r} changed after kgraft returned it: "
+                                     + "; ".join(changed))
+
+
+def _shared_objects(model, result) -> list[str]:
+    """Layers and variables of ``model`` that the model(s) in ``result`` also hold."""
+    results = [r for r in (result if isinstance(result, (list, tuple)) else [result]) if _is_model(r)]
+    if not results:
+        return []
+    mine = {id(l): f"layer {l.name!r}" for l in iter_layers(model)}
+    mine.update({id(v): f"variable {getattr(v, 'path', None) or v.name!r}" for v in model.weights})
+    theirs = {id(o) for r in results for o in [*iter_layers(r), *r.weights]}
+    return [mine[i] for i in mine if i in theirs]
+
+
+def install_guard(guard: SourceGuard, monkeypatch) -> None:
+    """Wrap kgraft's entry points (the public Keras-level functions included) for this test."""
+    import kgraft.api
+
+    targets = {**GUARDED, "kgraft.api": (*kgraft.api.__all__, "lower", "build")}
+    wrapped = {}
+    for module_name, names in targets.items():
+        module = sys.modules[module_name]
+        for name in names:
+            fn = getattr(module, name)
+            if fn not in wrapped:
+                wrapped[fn] = guard.wrap(fn, f"kgraft.{name}")
+            monkeypatch.setattr(module, name, wrapped[fn])
+
+
+@pytest.fixture(autouse=True)
+def kgraft_guard(request, monkeypatch):
+    """Autouse: fail the test if kgraft mutated a model it was given (see :class:`SourceGuard`).
+
+    Installed only once Keras is imported, so pure-IR tests stay free of TensorFlow.
+    """
+    guard = SourceGuard()
+    if "keras" in sys.modules:
+        import kgraft.backends.keras  # noqa: F401  (cheap once Keras is loaded)
+
+        install_guard(guard, monkeypatch)
+    yield guard
+    if request.node.get_closest_marker("mutates_source") is None:
+        guard.teardown()
+    if guard.problems:
+        pytest.fail("kgraft mutated a source model:\n  " + "\n  ".join(guard.problems), pytrace=False)
