@@ -348,7 +348,8 @@ class SourceGuard:
 
 def _shared_objects(model, result) -> list[str]:
     """Layers and variables of ``model`` that the model(s) in ``result`` also hold."""
-    results = [r for r in (result if isinstance(result, (list, tuple)) else [result]) if _is_model(r)]
+    # load_model hands a model argument back as it is (it loads files): that is not a copy sharing parts
+    results = [r for r in (result if isinstance(result, (list, tuple)) else [result]) if _is_model(r) and r is not model]
     if not results:
         return []
     mine = {id(l): f"layer {l.name!r}" for l in iter_layers(model)}
