@@ -70,17 +70,19 @@ def plan(model, bandwidth, edge_slowdown: float = 1.0, server_slowdown: float = 
     """Ranked edge/server placements of ``model`` (best first): see :mod:`kgraft.passes.plan`.
 
     ``bandwidth`` is bits per second or text like ``"20Mbps"``; slowdowns are relative to this
-    machine; ``flops_per_s`` is this machine's throughput, measured with ONNX Runtime when None.
+    machine. Each layer's time on this machine is measured with ONNX Runtime's profiler, unless
+    ``flops_per_s`` is given: then it is estimated as FLOPs / ``flops_per_s`` (nothing is run).
     """
     from .passes.plan import parse_bandwidth, plan_split
 
-    bandwidth_bps = parse_bandwidth(bandwidth)  # bad input fails before the slow calibration
-    if flops_per_s is None:
-        from .backends.onnx.profile import throughput
+    bandwidth_bps = parse_bandwidth(bandwidth)  # bad input fails before the slow measurement
+    graph = lower(model, custom_objects)
+    if flops_per_s is not None:
+        return plan_split(graph, bandwidth_bps, edge_slowdown, server_slowdown, rtt, flops_per_s)
+    from .backends.onnx.profile import layer_profile
 
-        flops_per_s = throughput(model, custom_objects)
-    return plan_split(lower(model, custom_objects), bandwidth_bps, edge_slowdown, server_slowdown, rtt,
-                      flops_per_s)
+    return plan_split(graph, bandwidth_bps, edge_slowdown, server_slowdown, rtt,
+                      profile=layer_profile(model, custom_objects))
 
 
 def _lower_head(head: Any, at_type: TensorType) -> Graph:

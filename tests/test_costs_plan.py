@@ -184,8 +184,8 @@ def test_plan_needs_known_shapes():
         plan_split(parse(text), 8, profile=PROFILE)
 
 
-def test_keras_level_plan_calibrates_with_onnx_runtime():
-    """kgraft.plan measures this machine's throughput, and its all-on-server row adds up."""
+def test_keras_level_plan_measures_layers_with_onnx_runtime():
+    """kgraft.plan profiles the model in ONNX Runtime, and its all-on-server row adds up."""
     model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35)
     rows = kgraft.plan(model, "10Mbps", edge_slowdown=8)
     assert {r.method.split(",")[0] for r in rows} >= {"all on edge", "all on server", "split point"}
@@ -204,3 +204,26 @@ def test_partition_latency_is_measured_per_partition(tmp_path):
     kgraft.export_onnx(model, tmp_path / "x", at="block_6_project_BN")
     times = partition_latency(tmp_path / "x", runs=5)
     assert len(times) == 2 and all(t > 0 for t in times)
+
+
+def test_keras_level_plan_from_flops_runs_nothing(monkeypatch):
+    from kgraft.backends.onnx import profile
+
+    monkeypatch.setattr(profile, "layer_profile", lambda *a, **k: pytest.fail("profiled"))
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35)
+    rows = _by_label(kgraft.plan(model, "10Mbps", edge_slowdown=8, flops_per_s=1e9))
+    flops = sum(graph_costs(kgraft.lower(model)).flops.values())
+    assert rows["all on server"].server_s == pytest.approx(flops / 1e9)
+
+
+def test_layer_profile_covers_the_heavy_layers_and_adds_up():
+    from kgraft.backends.onnx.profile import layer_profile
+
+    model = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3))
+    seconds = layer_profile(model, runs=3, warmup=1)
+    graph = kgraft.lower(model)
+    assert set(seconds) <= set(graph.nx) and all(t >= 0 for t in seconds.values())
+    # fused Conv+BN+ReLU groups land on one of their layers: every residual block is covered
+    blocks = {n.split("_")[0] + "_" + n.split("_")[1] for n in seconds if n.startswith("conv")}
+    assert {"conv2_block1", "conv3_block4", "conv4_block6", "conv5_block3"} <= blocks
+    assert 0 < sum(seconds.values()) < 10

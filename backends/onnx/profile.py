@@ -1,20 +1,31 @@
-"""Measured costs on this machine with ONNX Runtime: per-partition latency of an export, and the
-throughput (FLOPs per second) that turns the planner's FLOP counts into seconds.
+"""Measured costs on this machine with ONNX Runtime: per-partition latency of an export, the
+time of each call site (the planner's measured profile), and the throughput (FLOPs per second)
+that turns FLOP counts into seconds when no profile is taken.
 
 Timings are medians over ``runs`` after ``warmup`` runs, each partition fed with the tensors
 the chain computed before it, so every partition sees realistic inputs.
+
+Per call site times come from ONNX Runtime's own profiler on the whole model: tf2onnx names
+every ONNX node after the Keras layer it came from (``model_1/block_1_expand_relu_1/Relu6``),
+and ORT names a fused node (Conv + BatchNorm + ReLU) after one of its parts, so the time of a
+fused group lands on one of its layers. Nodes that name no layer (layout transposes) are spread
+over the layers in proportion, so the profile adds up to the measured latency.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import statistics
 import tempfile
 import time
+from collections import defaultdict
 
 from .runtime import load
 from .verify import random_inputs
 
-__all__ = ["partition_latency", "throughput"]
+__all__ = ["partition_latency", "throughput", "layer_profile"]
 
 
 def partition_latency(manifest_or_dir, batch: int = 1, runs: int = 20, warmup: int = 3,
@@ -46,3 +57,61 @@ def throughput(model, custom_objects: dict | None = None, runs: int = 20) -> flo
         export(model, f"{tmp}/model", custom_objects=custom_objects)
         (seconds,) = partition_latency(f"{tmp}/model", runs=runs)
     return flops / seconds
+
+
+def layer_profile(model, custom_objects: dict | None = None, runs: int = 10, warmup: int = 3) -> dict[str, float]:
+    """Seconds per call site of ``kgraft.lower(model)`` inlined (ids like ``conv1#0``), batch 1."""
+    import onnxruntime as ort
+
+    from ...passes import run
+    from ..keras import lower
+    from .export import export
+
+    graph = run(lower(model, custom_objects), "inline-nested")
+    with tempfile.TemporaryDirectory(prefix="kgraft-profile-") as tmp:
+        manifest = export(model, os.path.join(tmp, "model"), custom_objects=custom_objects)
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tmp, "ort")
+        session = ort.InferenceSession(os.path.join(tmp, "model", "part0.onnx"), options,
+                                       providers=["CPUExecutionProvider"])
+        feeds = dict(zip([i.name for i in session.get_inputs()], random_inputs(manifest["inputs"], batch=1)))
+        for _ in range(warmup):
+            session.run(None, feeds)
+        latencies = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            session.run(None, feeds)
+            latencies.append(time.perf_counter() - start)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    kernels = kernels[-len(kernels) * runs // (runs + warmup):]  # the timed runs only
+    return _attribute(graph, kernels, statistics.median(latencies))
+
+
+_CALL_SUFFIX = re.compile(r"_\d+$")
+
+
+def _attribute(graph, kernels: list[dict], latency: float) -> dict[str, float]:
+    """Per call site seconds from ORT kernel events, scaled to add up to ``latency``."""
+    by_name = {}
+    for layer in graph.layers.values():
+        by_name.setdefault(layer.name, layer.name)
+        by_name.setdefault(layer.path[-1] if layer.path else layer.name, layer.name)
+    per_layer: dict[str, float] = defaultdict(float)
+    for event in kernels:
+        for part in reversed(event["name"].split("/")[:-1]):
+            name = by_name.get(part) or by_name.get(_CALL_SUFFIX.sub("", part))
+            if name is not None:
+                per_layer[name] += event["dur"]
+                break
+    total = sum(per_layer.values())
+    if not total:
+        return {}
+    seconds = {}
+    for layer, micros in per_layer.items():
+        calls = graph.call_sites(layer)
+        for call in calls:
+            seconds[call.id] = latency * micros / total / len(calls)
+    return seconds
