@@ -1,14 +1,25 @@
-"""Resolve the MODEL argument of the CLI: a file, textual IR, or a keras.applications name."""
+"""Resolve the MODEL argument of the CLI: a file, textual IR, or a keras.applications name.
+
+Textual IR is parsed without TensorFlow. Anything else imports TensorFlow (a step of its
+own, as it takes seconds) and is lowered; the Keras model stays in ``graph.meta["source"]``
+for the weights and the numeric checks.
+"""
 
 from __future__ import annotations
 
 import os
 
 from ..ir import Graph, KgraftError, parse
+from .ui import UI
 
-__all__ = ["load_graph", "application_names", "IR_SUFFIXES"]
+__all__ = ["load_graph", "application_names", "build_application", "is_ir", "IR_SUFFIXES"]
 
 IR_SUFFIXES = (".kgir", ".mlir", ".ir", ".txt")
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def is_ir(model: str) -> bool:
+    return model.endswith(IR_SUFFIXES)
 
 
 def application_names() -> list[str]:
@@ -18,21 +29,30 @@ def application_names() -> list[str]:
     return sorted(n for n in dir(keras.applications) if n[0].isupper() and callable(getattr(keras.applications, n)))
 
 
-def load_graph(model: str, *, input_shape: tuple[int, ...] | None = None, unsafe: bool = False) -> Graph:
+def load_graph(model: str, *, input_shape: tuple[int, ...] | None = None, unsafe: bool = False,
+               ui: UI | None = None) -> Graph:
     """A graph for MODEL: textual IR is parsed (no TensorFlow), anything else is lowered."""
-    if model.endswith(IR_SUFFIXES):
+    ui = ui or UI(quiet=True)
+    if is_ir(model):
         if not os.path.exists(model):
             raise KgraftError(f"no such IR file: {model!r}")
         with open(model) as f:
             return parse(f.read())
+    is_file = os.path.exists(model) or os.sep in model or model.endswith(MODEL_SUFFIXES)
+    if is_file and not os.path.exists(model):
+        raise KgraftError(f"no such model file: {model!r}")
+    ui.import_tensorflow()
     from ..backends.keras import lower
 
-    if os.path.exists(model) or os.sep in model or "." in model:
-        return lower(model, safe_mode=not unsafe)
-    return lower(build_application(model, input_shape))
+    if is_file:
+        with ui.step(f"loading {model}"):
+            return lower(model, safe_mode=not unsafe)
+    keras_model = build_application(model, input_shape, ui)
+    with ui.step("lowering to IR"):
+        return lower(keras_model)
 
 
-def build_application(name: str, input_shape: tuple[int, ...] | None = None):
+def build_application(name: str, input_shape: tuple[int, ...] | None = None, ui: UI | None = None):
     """``keras.applications.<name>(weights=None)``: no downloads."""
     import difflib
 
@@ -49,7 +69,9 @@ def build_application(name: str, input_shape: tuple[int, ...] | None = None):
     kwargs = {"weights": None}
     if input_shape is not None:
         kwargs["input_shape"] = tuple(input_shape)
-    try:
-        return getattr(keras.applications, name)(**kwargs)
-    except Exception as e:
-        raise KgraftError(f"keras.applications.{name}(**{kwargs}) failed: {e}") from e
+    shape = f", input_shape={tuple(input_shape)}" if input_shape is not None else ""
+    with (ui or UI(quiet=True)).step(f"building keras.applications.{name}(weights=None{shape})"):
+        try:
+            return getattr(keras.applications, name)(**kwargs)
+        except Exception as e:
+            raise KgraftError(f"keras.applications.{name}(**{kwargs}) failed: {e}") from e
