@@ -6,6 +6,10 @@ Helpers are exposed as fixtures (tests/ is not a package and pytest runs with
 * ``assert_same_outputs(model_a, model_b, inputs, atol=1e-5)`` -> the max abs difference;
 * ``random_inputs(model, batch=2, seed=0)`` -> inputs matching ``model.inputs``;
 * ``fingerprint(model)`` -> a hashable summary of a model's weights and call-site counts;
+* ``enliven(model, seed=0)`` re-draws kernels He-normal and sets BatchNormalization statistics
+  from a batch, so that a ``weights=None`` network's activations stay O(1) instead of vanishing
+  (~1e-9 after MobileNetV2, EfficientNet), which would let any wrong model pass a 1e-5
+  comparison; ``assert_input_sensitive(outputs)`` proves they did not;
 * ``unchanged(*models)`` -> a context manager asserting the models' fingerprints are the same
   after the block (``kgraft.lower``/``kgraft.build`` must never mutate a source model).
 
@@ -85,6 +89,42 @@ def assert_same_outputs(model_a, model_b, inputs, atol: float = 1e-5) -> float:
     diff = max_abs_diff(run_model(model_a, inputs), run_model(model_b, inputs))
     assert diff <= atol, f"outputs differ: max abs diff {diff:.3e} > {atol:.1e}"
     return diff
+
+
+def enliven(model, seed: int = 0) -> None:
+    """He-normal kernels (depthwise: fan-in = kernel area), then every BatchNormalization's
+    statistics from one random batch (momentum 0 in a training call), in place."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    norms = [layer for layer in iter_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in iter_layers(model):
+        for w in layer.weights:
+            if w.path.endswith("kernel") and len(w.shape) >= 2:
+                shape = tuple(w.shape)
+                fan_in = int(np.prod(shape[:2])) if "depthwise" in w.path else int(np.prod(shape[:-1]))
+                w.assign((rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype("float32"))
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    try:
+        model(random_inputs(model, batch=8, seed=seed), training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+
+
+def assert_input_sensitive(outputs, atol: float = 1e-5) -> None:
+    """Fail unless every output differs between the first two samples by more than 100 * atol.
+
+    Outputs that barely depend on the input (vanishing activations, a saturated softmax) make
+    a comparison at ``atol`` unable to tell a right model from a wrong one.
+    """
+    for key, value in _flatten_outputs(outputs):
+        if value.ndim and value.shape[0] >= 2 and np.issubdtype(value.dtype, np.floating):
+            spread = float(np.max(np.abs(value[0].astype(np.float64) - value[1])))
+            assert spread > 100 * atol, (f"output {key} barely depends on the input (spread {spread:.2e} over "
+                                         f"the batch): a comparison at {atol:g} would prove nothing")
 
 
 def random_inputs(model, batch: int = 2, seed: int = 0, small: int = SMALL_DIM):
@@ -202,6 +242,16 @@ def _max_abs_diff_fixture():
 @pytest.fixture(name="run_model")
 def _run_model_fixture():
     return run_model
+
+
+@pytest.fixture(name="enliven", scope="session")
+def _enliven_fixture():
+    return enliven
+
+
+@pytest.fixture(name="assert_input_sensitive", scope="session")
+def _assert_input_sensitive_fixture():
+    return assert_input_sensitive
 
 
 @pytest.fixture(name="random_inputs")

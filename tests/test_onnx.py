@@ -83,17 +83,6 @@ def dense_with(layer):
     return keras.Model(x, keras.layers.Dense(2, name="d2")(layer(h)), name="odd")
 
 
-def he_init(model, seed=0):
-    """He-normal kernels, so that activations of a weights=None network are O(1), not ~1e-9."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        for w in layer.weights:
-            if w.path.endswith("kernel") and len(w.shape) >= 2:
-                shape = tuple(w.shape)
-                fan_in = int(np.prod(shape[:2])) if "depthwise" in w.path else int(np.prod(shape[:-1]))
-                w.assign((rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype("float32"))
-
-
 def rand(shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype("float32")
 
@@ -415,10 +404,10 @@ def test_resnet50_split_at_block_output(tmp_path):
     check_chain(model, man, rand((3, 32, 32, 3), seed=5))
 
 
-def test_mobilenetv2_at_multi_tensor_cut(tmp_path):
+def test_mobilenetv2_at_multi_tensor_cut(tmp_path, enliven):
     model = keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35, weights=None,
                                            classifier_activation=None)
-    he_init(model)
+    enliven(model)
     cuts = [["block_2_expand_relu", "block_1_project_BN"], ["block_2_depthwise_relu", "block_1_project_BN"]]
     man = kgraft.export_onnx(model, tmp_path / "mnv2", at=cuts)
     p0, p1, p2 = man["partitions"]

@@ -2,7 +2,9 @@
 
 Each model is built at a small input size (32x32, or each family's minimum: 75 for
 Inception*, 71 for Xception), with ``classifier_activation=None`` so the outputs are logits
-(a softmax over 1000 classes would hide differences). Weights that a fresh model initializes
+(a softmax over 1000 classes would hide differences), kernels re-drawn and BatchNormalization
+statistics set from a batch so that activations do not vanish (``enliven``; every output is
+checked to depend on the input). Weights that a fresh model initializes
 to constants (biases, BatchNormalization/Normalization statistics, LayerScale gammas...) are
 perturbed first, so a weight that is not copied changes the outputs.
 
@@ -88,8 +90,9 @@ def _free_memory():
     gc.collect()
 
 
-def make_application(name: str, size: int):
+def make_application(name: str, size: int, enliven):
     model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classifier_activation=None)
+    enliven(model)
     perturb_constant_weights(model)
     return model
 
@@ -112,8 +115,9 @@ def perturb_constant_weights(model, seed: int = 0) -> None:
 
 
 @pytest.mark.parametrize("name, size", CASES)
-def test_application_round_trip(name, size, fingerprint, random_inputs, assert_same_outputs):
-    model = make_application(name, size)
+def test_application_round_trip(name, size, fingerprint, random_inputs, assert_same_outputs, enliven,
+                                assert_input_sensitive, run_model):
+    model = make_application(name, size, enliven)
     before = fingerprint(model)
     graph = verify(kgraft.lower(model))
     rebuilt = kgraft.build(graph)
@@ -125,15 +129,16 @@ def test_application_round_trip(name, size, fingerprint, random_inputs, assert_s
     assert len(graph) == len(model._nodes)  # one IR call site per Keras node of the model
     assert [layer.name for layer in rebuilt.operations] == [layer.name for layer in model.operations]
     x = random_inputs(model)
+    assert_input_sensitive(run_model(model, x))
     assert_same_outputs(model, rebuilt, x, atol=1e-5)
     assert fingerprint(model) == before
     text = str(graph)
     assert str(parse(text)) == text
 
 
-def test_weights_matter_for_the_check(random_inputs, run_model, max_abs_diff):
+def test_weights_matter_for_the_check(random_inputs, run_model, max_abs_diff, enliven):
     """The round-trip check can fail: a rebuild without copied weights differs."""
-    model = make_application("MobileNet", 32)
+    model = make_application("MobileNet", 32, enliven)
     graph = kgraft.lower(model)
     fresh = kgraft.build(graph, weights=False)
     x = random_inputs(model)
