@@ -67,7 +67,7 @@ def test_03_feature_extractor_siamese():
 
 def test_04_aux_head_efficientnet():
     r = run_example("04_aux_head_efficientnet")
-    assert r["diff"] <= ATOL
+    assert r["diff"] <= ATOL and r["spread"] > 1e-3  # predictions depend on the input: the check can fail
     assert r["n_outputs"] == (1, 2)
     assert r["main_shape"] == (2, 10) and r["aux_shape"] == (2, 4)
     before, after = r["trainable_weights"]
