@@ -8,7 +8,7 @@ a Keras model.
 
 from __future__ import annotations
 
-from . import demo, draw, opt, show, split  # noqa: F401  (each registers its command)
+from . import demo, draw, opt, plan, show, split  # noqa: F401  (each registers its command)
 from .app import main
 
 __all__ = ["main"]

@@ -12,7 +12,7 @@ from .app import UsageError, main
 from .options import check_output, force_option, model_options, parse_cuts
 from .ui import UI, get_ui, human_bytes, ui_options
 
-__all__ = ["split", "crossing_rows", "partition_rows"]
+__all__ = ["split", "crossing_rows", "partition_rows", "format_shape", "format_bytes"]
 
 
 def crossing_rows(graph: Graph, boundary, cut: list[str]) -> list[dict]:
@@ -41,17 +41,17 @@ def print_crossings(ui: UI, cuts: list[dict]) -> None:
     for cut in cuts:
         total = human_bytes(cut["bytes_per_sample"])
         ui.table(["ref", "shape", "dtype", "bytes/sample", ""],
-                 [[t["ref"], _shape(t["shape"]), t["dtype"] or "?", _bytes(t["bytes_per_sample"]),
+                 [[t["ref"], format_shape(t["shape"]), t["dtype"] or "?", format_bytes(t["bytes_per_sample"]),
                    "" if t["role"] == "cut" else t["role"]] for t in cut["tensors"]],
                  title=f"cut {cut['index']} ({', '.join(cut['refs'])}): {total} per sample crosses it",
                  right=["bytes/sample"])
 
 
-def _shape(shape) -> str:
+def format_shape(shape) -> str:
     return "?" if shape is None else "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
 
-def _bytes(n) -> str:
+def format_bytes(n) -> str:
     return "?" if n is None else f"{n:,}"
 
 

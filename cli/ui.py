@@ -24,7 +24,7 @@ from rich.table import Table
 
 from ..backends.draw.scene import human_bytes
 
-__all__ = ["UI", "ui_options", "get_ui", "human_bytes"]
+__all__ = ["UI", "ui_options", "get_ui", "human_bytes", "human_count"]
 
 
 class UI:
@@ -72,8 +72,9 @@ class UI:
             self.out.print(text, markup=False)
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None,
-              right: Sequence[str] = ()) -> None:
-        """A table on stdout (numbers right-aligned in the ``right`` columns)."""
+              right: Sequence[str] = (), prefix: str = "") -> None:
+        """A table on stdout (numbers right-aligned in the ``right`` columns), each line starting
+        with ``prefix`` (``"// "`` keeps printed IR parseable)."""
         if self.as_json:
             return
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
@@ -81,8 +82,14 @@ class UI:
             table.add_column(column, justify="right" if column in right else "left", no_wrap=True)
         for row in rows:
             table.add_row(*("" if v is None else str(v) for v in row))
-        self.out.print(table)
-        self.out.print()
+        if not prefix:
+            self.out.print(table)
+            self.out.print()
+            return
+        with self.out.capture() as captured:
+            self.out.print(table)
+        for line in captured.get().splitlines():
+            click.echo((prefix + line).rstrip())
 
     def json(self, data: Any) -> None:
         click.echo(json.dumps(data, indent=2, default=_jsonable))
@@ -109,6 +116,14 @@ def _muted_stderr() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
+
+
+def human_count(n: int | float) -> str:
+    """``23587712`` -> ``23.6M`` (parameters, FLOPs)."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(int(n))
 
 
 def ui_options(json_flag: bool = False):

@@ -36,7 +36,7 @@ kgraft.model @res(%x: f32[?,8]) {
 }
 """))
 
-COMMANDS = ["show", "opt", "split", "draw", "demo"]
+COMMANDS = ["show", "opt", "split", "draw", "plan", "demo"]
 
 
 def kgraft(*args, cwd=None) -> subprocess.CompletedProcess:
@@ -98,12 +98,28 @@ def test_every_command_has_help_with_an_example(command):
 
 
 # ---------------------------------------------------------------------------- show / opt
-def test_show_prints_the_ir_nested_or_flat(ir):
+def test_show_prints_the_ir_nested_or_flat_and_the_split_points(ir, tmp_path):
     nested = kgraft("show", ir)
     assert nested.returncode == 0 and nested.stdout.startswith(IR)
+    table = nested.stdout[len(IR):].splitlines()
+    assert table[0] == "// 3 split points (FLOPs per sample):"  # r, inside the nested head, too
+    assert table[1].split() == ["//", "split", "point", "shape", "bytes/sample", "params", "before", "params",
+                                "after", "FLOPs", "before", "FLOPs", "after"]
+    # params: d1 8*8+8 = 72 before; a, b, out after: 72 + 72 + 27 = 171. FLOPs: 2*8*8 per dense
+    # layer (d1, a, b), 8 for add and for r, 2*8*3 for out
+    assert [line.split()[1:] for line in table[3:]] == [["d1", "(?,", "8)", "32", "72", "171", "128", "320"],
+                                                        ["add", "(?,", "8)", "32", "216", "27", "392", "56"],
+                                                        ["r", "(?,", "8)", "32", "216", "27", "400", "48"]]
+    (tmp_path / "again.kgir").write_text(nested.stdout)  # the table is comments: still parseable IR
+    assert kgraft("show", tmp_path / "again.kgir").stdout == nested.stdout
     flat = kgraft("show", ir, "--flat")
     assert flat.returncode == 0
     assert "Sequential" not in flat.stdout and "%out = Dense @out#0(%r)" in flat.stdout
+    data = json.loads(kgraft("show", ir, "--json").stdout)
+    assert data["ir"] == IR and [p["ref"] for p in data["split_points"]] == ["d1", "add", "r"]
+    assert data["split_points"][0] == {"ref": "d1", "shape": [None, 8], "dtype": "float32", "bytes_per_sample": 32,
+                                       "params_before": 72, "params_after": 171, "flops_before": 128,
+                                       "flops_after": 320}
 
 
 def test_opt_prints_the_ir_after_the_pipeline(ir):
@@ -165,6 +181,33 @@ def test_unreadable_and_missing_model_files(tmp_path):
     fails(kgraft("show", bad), 1, "line 2, column")
     fails(kgraft("split", tmp_path / "nope.keras", "--at", "x"), 1, "no such model file")
     fails(kgraft("draw", tmp_path / "nope.kgir"), 1, "no such IR file")
+
+
+# ---------------------------------------------------------------------------- plan
+def test_plan_ranks_placements_from_flops(ir):
+    proc = kgraft("plan", ir, "--bandwidth", "1kbps", "--edge-slowdown", "2", "--rtt", "0.01", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["bandwidth_bps"] == 1000 and result["layer_times"] == "FLOPs at 50 GFLOP/s"
+    rows = result["rows"]
+    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    assert rows[0]["label"] == "all on edge"  # 1 kbit/s: sending anything costs far more than computing
+    assert sorted(r["total_s"] for r in rows) == [r["total_s"] for r in rows]
+    assert {r["label"] for r in rows} >= {"all on edge", "all on server", "d1", "add"}
+    table = kgraft("plan", ir, "--bandwidth", "1Gbps", "--top", "1")
+    assert table.returncode == 0
+    lines = [line.split()[1:3] for line in table.stdout.splitlines()[2:] if line[:1].isdigit()]
+    assert len(lines) == 2 and ["all", "on"] in lines  # the best, and the baselines even beyond --top
+    assert table.stdout.rstrip().splitlines()[-1].startswith("best: ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bandwidth", "20Mbpx"], "Invalid value for '--bandwidth': bandwidth '20Mbpx' is not understood"),
+    (["--bandwidth", "20Mbps", "--edge-slowdown", "0"], "Invalid value for '--edge-slowdown'"),
+    ([], "Missing option '--bandwidth'"),
+])
+def test_plan_usage_errors(ir, args, message):
+    fails(kgraft("plan", ir, *args), 2, message)
 
 
 # ---------------------------------------------------------------------------- draw
@@ -244,6 +287,15 @@ def test_opt_writes_and_verifies(tiny, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "result vs model: max abs diff 0 over 2 output(s)" in proc.stdout
     assert (tmp_path / "x.keras").is_file()
+
+
+def test_plan_measures_layers_with_onnx_runtime(tiny):
+    proc = kgraft("plan", tiny, "--bandwidth", "20Mbps", "--edge-slowdown", "8", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["layer_times"] == "measured with ONNX Runtime"
+    assert all(r["edge_s"] + r["server_s"] > 0 for r in result["rows"])
+    assert "✓ measuring each layer with ONNX Runtime" in proc.stderr
 
 
 def test_model_errors_with_tensorflow(tmp_path):
