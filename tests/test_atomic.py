@@ -34,7 +34,7 @@ def test_existing_output_kept_unless_overwrite(tmp_path):
         write_files(target, {"new.txt": b"new"}, flag="--force")
     assert os.listdir(target) == ["old.txt"]
     with pytest.raises(RuntimeError):  # a failed replacement keeps the old content
-        with replacing(target, overwrite=True) as tmp:
+        with replacing(target, overwrite=True):
             raise RuntimeError
     assert os.listdir(target) == ["old.txt"]
     write_files(target, {"new.txt": b"new"}, overwrite=True)
