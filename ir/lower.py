@@ -130,7 +130,11 @@ class _CallDecoder:
         self.types: dict[ValueRef, TensorType] = {}
 
     def ref(self, layer: str, node_index: int, tensor_index: int, ttype: TensorType = UNKNOWN) -> ValueRef:
-        ref = ValueRef(Node.make_id(layer, int(node_index)), int(tensor_index))
+        if not (isinstance(layer, str) and _is_index(node_index) and _is_index(tensor_index)):
+            raise KgraftError(f"corrupt model config in {self.where}: bad tensor reference "
+                              f"{[layer, node_index, tensor_index]!r} (expected [layer name, node index, "
+                              "tensor index])")
+        ref = ValueRef(Node.make_id(layer, node_index), tensor_index)
         if ttype.known or ref not in self.types:
             self.types[ref] = ttype
         return ref
@@ -152,15 +156,49 @@ class _CallDecoder:
     def call(self, node_data: Any) -> tuple[list, dict]:
         if isinstance(node_data, dict):  # Keras 3
             return self.tree(node_data.get("args", [])), self.tree(node_data.get("kwargs", {}))
-        if isinstance(node_data, (list, tuple)):  # legacy: one list of [layer, node, tensor, kwargs] per call
-            tensors, kwargs = [], {}
-            for item in node_data:
-                if not (isinstance(item, list) and len(item) in (3, 4)):
-                    raise KgraftError(f"corrupt model config in {self.where}: bad inbound entry {item!r}")
-                tensors.append(self.ref(*item[:3]))
-                kwargs = item[3] if len(item) == 4 else {}
-            return [tensors[0] if len(tensors) == 1 else tensors], self.tree(kwargs)
+        if isinstance(node_data, (list, tuple)) and node_data:  # legacy: [layer, node, tensor, kwargs] entries
+            return self.legacy_call(node_data)
         raise KgraftError(f"corrupt model config in {self.where}: unreadable inbound node {node_data!r}")
+
+    def legacy_call(self, node_data: list) -> tuple[list, dict]:
+        """The first call argument is ``node_data`` with each entry replaced by its tensor (a lone
+        tensor unwrapped, as tf.keras does); the kwargs ride on every entry."""
+        kwargs: dict = {}
+        entries = []
+
+        def walk(value: Any) -> Any:
+            nonlocal kwargs
+            if isinstance(value, (list, tuple)) and len(value) in (3, 4) and isinstance(value[0], str):
+                kwargs = value[3] if len(value) == 4 else {}
+                entries.append(value)
+                # tf.keras 2 records a constant in the first argument as ["_CONSTANT_VALUE", -1, value]
+                return value[2] if value[0] == "_CONSTANT_VALUE" else self.ref(*value[:3])
+            if isinstance(value, dict) and value:
+                return {k: walk(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)) and value:
+                return [walk(v) for v in value]
+            raise KgraftError(f"corrupt model config in {self.where}: bad inbound entry {value!r}")
+
+        first = walk(node_data)
+        while isinstance(first, list) and len(entries) == 1:
+            first = first[0]
+        if not isinstance(kwargs, dict):
+            raise KgraftError(f"corrupt model config in {self.where}: call kwargs {kwargs!r} are not a dict")
+        return [first], self.legacy_tree(kwargs)
+
+    def legacy_tree(self, value: Any) -> Any:
+        """tf.keras 2 kwargs: a tensor is a ``[layer, node, tensor]`` list (tf.keras's own test)."""
+        if isinstance(value, dict):
+            return {k: self.legacy_tree(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            if len(value) in (3, 4) and isinstance(value[0], str):
+                return self.ref(*value[:3])
+            return [self.legacy_tree(v) for v in value]
+        return value
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _endpoints(value: Any, what: str, model: str) -> list[ValueRef]:
@@ -168,9 +206,12 @@ def _endpoints(value: Any, what: str, model: str) -> list[ValueRef]:
         value = [value]
     if isinstance(value, dict):  # Keras 3 may key the outputs of a model with dict outputs;
         value = [value[k] for k in sorted(value)]  # model.outputs flattens them in sorted key order
-    if not isinstance(value, list) or not all(isinstance(v, list) and len(v) >= 3 for v in value):
-        raise KgraftError(f"corrupt model config: {what} of model {model!r} is {value!r}")
-    return [ValueRef(Node.make_id(v[0], int(v[1])), int(v[2])) for v in value]
+    if not isinstance(value, list) or not all(
+            isinstance(v, (list, tuple)) and len(v) >= 3 and isinstance(v[0], str) and _is_index(v[1])
+            and _is_index(v[2]) for v in value):
+        raise KgraftError(f"corrupt model config: {what} of model {model!r} is {value!r} "
+                          "(expected [layer name, node index, tensor index] triples)")
+    return [ValueRef(Node.make_id(v[0], v[1]), v[2]) for v in value]
 
 
 def _numbers_calls_from_one(entry: Any, legacy: bool) -> bool:

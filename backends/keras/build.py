@@ -81,4 +81,5 @@ def copy_weights(graph: Graph, model) -> None:
                 f"{[tuple(v.shape) for v in target_vars]}"
             )
         for target_var, source_var in zip(target_vars, source_vars):
-            target_var.assign(source_var.value)
+            # a tf_keras source holds tf.Variables, which Keras 3 variables assign directly
+            target_var.assign(source_var.value if isinstance(source_var, keras.Variable) else source_var)

@@ -58,10 +58,13 @@ def check_classes(graph: Graph, custom_objects: dict | None, where: str) -> None
 
 
 def classes_from_handles(graph: Graph) -> dict[str, type]:
-    """Custom classes of a live source model, so in-memory models need no custom_objects."""
+    """Custom classes of a live source model, so in-memory models need no custom_objects.
+
+    Only Keras 3 classes: a ``tf_keras`` layer (built-in or custom) cannot live in a Keras 3 model.
+    """
     found = {}
     for layer in iter_layers(graph):
-        cls = type(layer.handle) if layer.handle is not None else None
+        cls = type(layer.handle) if isinstance(layer.handle, keras.layers.Layer) else None
         if cls is not None and not cls.__module__.startswith("keras"):
             found[layer.class_name] = cls
             if layer.spec.get("registered_name"):

@@ -4,7 +4,8 @@ The graph comes from ``model.get_config()`` (pure lowering in :mod:`kgraft.ir.lo
 module adds what only the live model knows: each layer's object (whose weights the backend
 copies) and the types of values no layer consumes (model outputs). Files are read with
 Keras's ``safe_mode`` on; their config is checked first so that a ``Lambda`` layer or a missing
-custom class gives a clear error instead of a failure deep inside Keras.
+custom class gives a clear error instead of a failure deep inside Keras. tf.keras 2 models
+(``tf_keras``) are read the same way, from their legacy configs (see :mod:`.legacy`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import replace
 import keras
 
 from ...ir import Graph, KgraftError, TensorType, UnsupportedModelError, lower_config
+from . import legacy
 from .classes import check_classes, iter_layers
 
 __all__ = ["lower", "load_model", "read_file_config"]
@@ -28,6 +30,8 @@ def lower(model_or_path, custom_objects: dict | None = None, *, safe_mode: bool 
     """``kgraft.lower``: a Keras model or a path to a ``.keras``/``.h5`` file -> IR graph."""
     model = load_model(model_or_path, custom_objects, safe_mode=safe_mode)
     graph = lower_config(model_config(model))
+    if legacy.is_tf_keras_model(model):
+        legacy.to_keras3(graph)
     _attach(graph, model)
     graph.meta.update(source=model, custom_objects=dict(custom_objects or {}))
     return graph
@@ -35,11 +39,15 @@ def lower(model_or_path, custom_objects: dict | None = None, *, safe_mode: bool 
 
 def model_config(model) -> dict:
     """``{"class_name": ..., "config": ...}`` of a Functional or Sequential model."""
-    if isinstance(model, keras.Sequential):
-        return {"class_name": "Sequential", "config": model.get_config()}
-    from keras.src.models.functional import Functional
+    if legacy.is_tf_keras_model(model):
+        sequential, functional = legacy.model_classes()
+    else:
+        from keras.src.models.functional import Functional
 
-    if not isinstance(model, Functional):
+        sequential, functional = keras.Sequential, Functional
+    if isinstance(model, sequential):
+        return {"class_name": "Sequential", "config": model.get_config()}
+    if not isinstance(model, functional):
         raise UnsupportedModelError(
             f"model {model.name!r} is a subclassed keras.Model ({type(model).__name__}): its graph "
             "lives in Python code, not in a config, so kgraft cannot read it. Build it with the "
@@ -59,7 +67,7 @@ def model_config(model) -> dict:
 
 def load_model(model_or_path, custom_objects: dict | None = None, *, safe_mode: bool = True):
     """The Keras model itself, or the model stored at a path (never executing code silently)."""
-    if isinstance(model_or_path, keras.Model):
+    if isinstance(model_or_path, keras.Model) or legacy.is_tf_keras_model(model_or_path):
         return model_or_path
     if not isinstance(model_or_path, (str, os.PathLike)):
         raise KgraftError(
@@ -75,10 +83,15 @@ def load_model(model_or_path, custom_objects: dict | None = None, *, safe_mode: 
             f"opt in with kgraft.lower({path!r}, safe_mode=False) (CLI: --unsafe)."
         )
     check_classes(graph, custom_objects, f"model file {path!r}")
+    reason = legacy.tf_keras_reason(path, graph)
+    if reason:
+        return legacy.load_file(path, reason, custom_objects, safe_mode)
     try:
         return keras.saving.load_model(path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
     except Exception as e:
-        raise KgraftError(f"Keras could not load model file {path!r}: {type(e).__name__}: {e}") from e
+        version = legacy.file_keras_version(path) or ""
+        hint = f" The file was written by tf.keras {version}. {legacy.INSTALL_HINT}" if version.startswith("2.") else ""
+        raise KgraftError(f"Keras could not load model file {path!r}: {type(e).__name__}: {e}{hint}") from e
 
 
 def read_file_config(path: str) -> dict:
@@ -114,7 +127,9 @@ def _attach(graph: Graph, model) -> None:
         if layer.body is not None:
             _attach(layer.body, handle)
         graph.set_layer(replace(layer, handle=handle))
-    if graph.kind == "Sequential":
+    if legacy.is_tf_keras_model(model):
+        legacy.fill_types(graph, model)
+    elif graph.kind == "Sequential":
         _infer_sequential_types(graph)
     outputs = getattr(model, "outputs", None) or []
     for ref, tensor in zip(graph.outputs, outputs):
@@ -122,7 +137,7 @@ def _attach(graph: Graph, model) -> None:
         if node.outputs[ref.index].known:
             continue
         types = list(node.outputs)
-        types[ref.index] = TensorType(tuple(tensor.shape), str(tensor.dtype))
+        types[ref.index] = TensorType(tuple(tensor.shape), getattr(tensor.dtype, "name", str(tensor.dtype)))
         graph.replace_node(replace(node, outputs=tuple(types)))
 
 

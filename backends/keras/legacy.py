@@ -1,0 +1,194 @@
+"""tf.keras 2.x models: in-memory ``tf_keras`` models, and the files tf.keras 2 wrote.
+
+Their configs use the legacy format :mod:`kgraft.ir.lower` reads. What Keras 3 cannot do is
+load every such file: it rejects tf.keras 2 ``.keras`` files, and in an ``.h5`` file it numbers
+the call sites of nested models differently, so it fails or, for a nested model called twice,
+silently wires the wrong call. Those files are read with ``tf_keras`` (the library that wrote
+them); flat ``.h5`` files stay with Keras 3, so custom layers given as Keras 3 classes work.
+``tf_keras`` is imported only for such a file, or found already imported for such a model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import sys
+import zipfile
+from dataclasses import replace
+
+from ...ir import INPUT_CLASS, Graph, KgraftError, TensorType, UnsupportedModelError
+
+__all__ = ["is_tf_keras_model", "model_classes", "fill_types", "to_keras3", "file_keras_version",
+           "tf_keras_reason", "load_file", "INSTALL_HINT"]
+
+INSTALL_HINT = ("Install tf_keras, the tf.keras 2 package matching your TensorFlow (pip install tf_keras), "
+                "and kgraft will read the file with it.")
+
+# tf.keras 2 options that Keras 3 layers have no argument for, and the values at which dropping
+# them changes nothing (build shapes and unused options: any value).
+_DROPPABLE = {
+    "groups": lambda v: v == 1,  # transposed, separable and depthwise convolutions
+    "time_major": lambda v: v is False,  # recurrent layers
+    "softmax_robust_masking": lambda v: v is False,  # MultiHeadAttention
+    "batch_input_shape": lambda v: True,  # the graph's own input types say this
+    "query_shape": lambda v: True,
+    "key_shape": lambda v: True,
+    "value_shape": lambda v: True,
+    "kernel_initializer": lambda v: True,  # separable convolutions have no such kernel
+    "kernel_regularizer": lambda v: True,
+    "kernel_constraint": lambda v: True,
+}
+# tf.keras 2 values that Keras 3 spells differently: (class, option) -> converter
+_CONVERT = {
+    ("BatchNormalization", "axis"): lambda v: v[0] if isinstance(v, list) and len(v) == 1 else v,
+}
+# tf.keras 2 layers that hold TensorFlow ops or Python code in a form Keras 3 cannot rebuild
+_NO_KERAS3 = {
+    "TFOpLambda": "a TensorFlow op that tf.keras 2 recorded as a layer",
+    "SlicingOpLambda": "a tensor slice that tf.keras 2 recorded as a layer",
+    "Lambda": "a Lambda layer, whose code tf.keras 2 serializes in a form Keras 3 does not read",
+}
+
+
+def is_tf_keras_model(obj) -> bool:
+    """A ``tf_keras.Model`` (checked without importing ``tf_keras``)."""
+    tf_keras = sys.modules.get("tf_keras")
+    return tf_keras is not None and isinstance(obj, tf_keras.Model)
+
+
+def model_classes() -> tuple[type, type]:
+    """``tf_keras``'s ``(Sequential, Functional)`` classes."""
+    from tf_keras.src.engine.functional import Functional
+    from tf_keras.src.engine.sequential import Sequential
+
+    return Sequential, Functional
+
+
+def fill_types(graph: Graph, model) -> None:
+    """Fill the value types a legacy config leaves out from the tensors tf_keras recorded.
+
+    Call site ``k`` of a layer in the config is the ``k``-th of the layer's nodes that belong to
+    this model's network (tf_keras's own numbering in ``get_config``, minus the pre-existing node
+    of a nested model that :mod:`kgraft.ir.lower` already discounts).
+    """
+    import tensorflow as tf
+
+    network = model._network_nodes
+    for node in graph.nodes():
+        handle = graph.layers[node.layer].handle
+        if handle is None or node.id in graph.inputs or all(t.known for t in node.outputs):
+            continue
+        calls = [n for i, n in enumerate(handle._inbound_nodes) if f"{handle.name}_ib-{i}" in network]
+        if node.call_index >= len(calls):
+            continue
+        tensors = tf.nest.flatten(calls[node.call_index].outputs)
+        types = tuple(t if t.known else TensorType(tuple(x.shape), x.dtype.name)
+                      for t, x in zip(node.outputs, tensors))
+        graph.replace_node(replace(node, outputs=types + node.outputs[len(types):]))
+
+
+def to_keras3(graph: Graph) -> None:
+    """Rewrite the legacy layer configs of a tf_keras model into ones Keras 3 accepts."""
+    for layer in list(graph.layers.values()):
+        if layer.body is not None:
+            to_keras3(layer.body)
+        elif layer.class_name == INPUT_CLASS:  # Keras 3 reads its legacy batch_input_shape
+            continue
+        elif layer.class_name in _NO_KERAS3:
+            raise UnsupportedModelError(
+                f"layer {layer.qualified_name!r} of the tf_keras model is {_NO_KERAS3[layer.class_name]} "
+                f"({layer.class_name}); Keras 3 has no equivalent. Rebuild that part of the model with "
+                "Keras layers (or a custom layer class passed in custom_objects) before using kgraft."
+            )
+        else:
+            spec = _keras3_spec(layer.spec, layer.qualified_name)
+            if spec is not layer.spec:
+                graph.set_layer(replace(layer, spec=spec))
+
+
+def _keras3_spec(spec: dict, where: str) -> dict:
+    """``spec`` without the tf.keras 2 options its Keras 3 class lacks (nested layers too)."""
+    import keras
+
+    config = {k: _keras3_spec(v, f"{where}/{k}") if isinstance(v, dict) and "class_name" in v else v
+              for k, v in spec.get("config", {}).items()}
+    cls = getattr(keras.layers, str(spec.get("class_name")), None)
+    if isinstance(cls, type) and spec.get("module", "keras.layers") in ("keras.layers", None):
+        accepted = _init_arguments(cls)
+        for key in [k for k in config if k not in accepted and k in _DROPPABLE]:
+            if not _DROPPABLE[key](config[key]):
+                raise UnsupportedModelError(
+                    f"layer {where!r} ({spec['class_name']}) sets the tf.keras 2 option "
+                    f"{key}={config[key]!r}, which the Keras 3 {spec['class_name']} does not have"
+                )
+            del config[key]
+    for (class_name, key), convert in _CONVERT.items():
+        if spec.get("class_name") == class_name and key in config:
+            config[key] = convert(config[key])
+    if config == spec.get("config", {}) and "build_config" not in spec:
+        return spec
+    # tf.keras 2 build configs give one input shape even to multi-input layers (attention), which
+    # Keras 3 builds from separate shapes; the graph's own calls build every layer anyway
+    return {**{k: v for k, v in spec.items() if k != "build_config"}, "config": config}
+
+
+def _init_arguments(cls: type) -> set[str]:
+    """Keyword arguments a Keras 3 layer class accepts (its own and its bases' up to Layer)."""
+    names = {"name", "dtype", "trainable", "input_shape", "input_dim"}
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            names |= set(inspect.signature(klass.__init__).parameters)
+    return names
+
+
+def file_keras_version(path: str) -> str | None:
+    """The Keras version that wrote a ``.keras``/``.h5`` file (``None`` when not recorded)."""
+    try:
+        if path.endswith(".keras"):
+            with zipfile.ZipFile(path) as archive:
+                version = json.loads(archive.read("metadata.json")).get("keras_version")
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                version = f.attrs.get("keras_version")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    version = version.decode() if isinstance(version, bytes) else version
+    return version if isinstance(version, str) else None
+
+
+def tf_keras_reason(path: str, graph: Graph) -> str | None:
+    """Why a file is read with tf_keras rather than Keras 3 (``None``: not a tf.keras 2 file).
+
+    Keras 3 cannot read a tf.keras 2 ``.keras`` file and miswires nested models of an ``.h5``
+    one; a flat ``.h5`` goes to tf_keras when it is installed, as Keras 3 rejects many tf.keras 2
+    layer options (``groups`` of depthwise convolutions, ``time_major`` of RNNs...).
+    """
+    version = file_keras_version(path) or ""
+    if not version.startswith("2."):
+        return None
+    if path.endswith(".keras"):
+        return f"it is a tf.keras {version} .keras file, a format Keras 3 does not read"
+    nested = sorted(l.name for l in graph.layers.values() if l.body is not None)
+    if nested:
+        return (f"it was written by tf.keras {version} and holds nested model(s) {', '.join(nested)}, "
+                "whose call sites Keras 3 numbers differently (it would fail or wire the wrong call)")
+    if importlib.util.find_spec("tf_keras") is not None:
+        return f"it was written by tf.keras {version}"
+    return None
+
+
+def load_file(path: str, reason: str, custom_objects: dict | None, safe_mode: bool):
+    """The model of a tf.keras 2 file, loaded by ``tf_keras``."""
+    try:
+        import tf_keras
+    except ImportError:
+        raise KgraftError(f"cannot read model file {path!r} with Keras 3: {reason}. {INSTALL_HINT}") from None
+    try:
+        return tf_keras.models.load_model(path, custom_objects=custom_objects, compile=False,
+                                           safe_mode=safe_mode)
+    except Exception as e:
+        raise KgraftError(f"tf_keras could not load model file {path!r} ({reason}): "
+                          f"{type(e).__name__}: {e}") from e
