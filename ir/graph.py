@@ -4,8 +4,9 @@
   is one ``Layer`` with two call sites.
 * A :class:`Node` is one *call site* ``layer#k`` (as Keras's own ``Node``): its arguments as a
   tree whose tensor leaves are :class:`ValueRef` s, and the types of the tensors it returns.
-* Edges of the underlying ``networkx.MultiDiGraph`` are tensors: producer -> consumer with
-  ``out`` (which output of the producer) and ``pos`` (where in the consumer's arguments).
+* Edges are tensors: producer -> consumer with ``out`` (which output of the producer) and
+  ``pos`` (where in the consumer's arguments). They are stored as each call site's operands
+  (and, on demand, an index of uses); :attr:`Graph.nx` shows them as a ``networkx.MultiDiGraph``.
 * A nested model is one ``Layer`` whose ``body`` is a ``Graph``; inlining it is a pass.
 * ``inputs`` are the ``InputLayer`` call sites in order; ``outputs`` are ValueRefs in order.
 
@@ -17,7 +18,7 @@ weights a backend copies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import networkx as nx
@@ -78,7 +79,8 @@ class Node:
 
     def with_operands(self, fn) -> "Node":
         """A copy with every operand ``ref`` replaced by ``fn(ref)``."""
-        return replace(self, args=map_refs(self.args, fn), kwargs=map_refs(self.kwargs, fn))
+        return Node(self.id, self.layer, self.call_index, map_refs(self.args, fn), map_refs(self.kwargs, fn),
+                    self.outputs)
 
     @staticmethod
     def make_id(layer: str, call_index: int) -> str:
@@ -88,10 +90,14 @@ class Node:
 class Graph:
     """A Keras model as a DAG of call sites. See the module docstring for the invariants.
 
-    Call sites are stored in the networkx graph in the order they were added (``seq``). Adding a
-    call site requires its producers to exist, so that order is topological unless
-    :meth:`replace_node` made a call site use a later one; until then :meth:`topological_ids` is
-    the storage order and needs no sort (``_ordered``).
+    Storage is a dict of call sites in the order they were added, not a networkx graph: adding,
+    copying and walking it cost a dict operation per call site, where networkx's own
+    bookkeeping (attribute dicts per node and edge, views) dominated every pass on a big graph.
+    Adding a call site requires its producers to exist, so the storage order is topological
+    unless :meth:`replace_node` made a call site use a later one; until then
+    :meth:`topological_ids` needs no sort (``_ordered``). The users of each value are indexed on
+    first need and kept current from then on; :attr:`nx` is built on first use and cached until
+    the graph changes.
     """
 
     def __init__(self, name: str = "model", kind: str = "Functional"):
@@ -101,17 +107,22 @@ class Graph:
         self.inputs: list[str] = []
         self.outputs: list[ValueRef] = []
         self.meta: dict[str, Any] = {}  # opaque, shared by copies: source model, custom_objects
-        self._g = nx.MultiDiGraph()
+        self._nodes: dict[str, Node] = {}
+        self._seq: dict[str, int] = {}  # when each call site was added
+        self._relinked: dict[str, int] = {}  # when replace_node last re-linked one (same clock)
         self._next_seq = 0
         self._ordered = True
         self._calls: dict[str, list[str]] = {}
+        self._uses: dict[str, list[tuple[str, int, tuple]]] | None = None  # producer -> (user, out, pos)
         self._topo: list[str] | None = None
+        self._nx: nx.MultiDiGraph | None = None
         self.version = 0
 
     # ------------------------------------------------------------------ construction
     def _touch(self) -> None:
         self.version += 1
         self._topo = None
+        self._nx = None
 
     def add_layer(self, layer: Layer) -> Layer:
         if layer.name in self.layers and self.layers[layer.name] is not layer:
@@ -129,53 +140,74 @@ class Graph:
         self._touch()
 
     def add_node(self, node: Node) -> Node:
-        if node.id in self._g._node:
+        if node.id in self._nodes:
             raise VerificationError(f"call site {node.id!r} is defined twice in model {self.name!r}")
         if node.layer not in self.layers:
             raise VerificationError(f"call site {node.id!r} calls unknown layer {node.layer!r}")
-        self._g.add_node(node.id, node=node, seq=self._next_seq)
+        self._check_operands(node)
+        self._nodes[node.id] = node
+        self._seq[node.id] = self._next_seq
         self._next_seq += 1
-        self._link(node)
+        self._index_uses(node)
         calls = self._calls[node.layer]
         calls.append(node.id)
         # ``calls`` is kept sorted by call index: re-sort only when the new call is out of order
         # (re-sorting on every add made adding k calls of one shared layer O(k^2)).
-        if len(calls) > 1 and self.node(calls[-2]).call_index > node.call_index:
-            calls.sort(key=lambda i: self.node(i).call_index)
+        if len(calls) > 1 and self._nodes[calls[-2]].call_index > node.call_index:
+            calls.sort(key=lambda i: self._nodes[i].call_index)
         self._touch()
         return node
 
-    def _link(self, node: Node) -> None:
-        for path, ref in node.operands():
-            if ref.node not in self._g._node:
+    def _check_operands(self, node: Node) -> None:
+        for _, ref in node.operands():
+            if ref.node not in self._nodes:
                 raise VerificationError(
                     f"call site {node.id!r} uses {ref.node!r}, which is not defined before it"
                 )
-            self._g.add_edge(ref.node, node.id, out=ref.index, pos=path)
+
+    def _index_uses(self, node: Node) -> None:
+        if self._uses is not None:
+            for path, ref in node.operands():
+                self._uses.setdefault(ref.node, []).append((node.id, ref.index, path))
+
+    def _unindex_uses(self, node: Node) -> None:
+        if self._uses is not None:
+            for producer in {ref.node for _, ref in node.operands()}:
+                self._uses[producer] = [u for u in self._uses.get(producer, ()) if u[0] != node.id]
 
     def replace_node(self, node: Node) -> None:
         """Swap in a new version of an existing call site (same id), re-linking its operands."""
-        if node.id not in self._g._node:
+        if node.id not in self._nodes:
             raise VerificationError(f"no call site {node.id!r} to replace")
-        self._g.remove_edges_from(list(self._g.in_edges(node.id, keys=True)))
-        # a new attribute dict, never an edit: copies of the graph share these dicts
-        seq = self._g._node[node.id]["seq"]
-        self._g._node[node.id] = {"node": node, "seq": seq}
-        self._link(node)
-        if any(self._g._node[ref.node]["seq"] > seq for _, ref in node.operands()):
+        self._check_operands(node)
+        self._unindex_uses(self._nodes[node.id])
+        self._nodes[node.id] = node
+        self._index_uses(node)
+        seq = self._seq
+        if any(seq[ref.node] >= seq[node.id] for _, ref in node.operands()):
             self._ordered = False  # it uses a later call site: the storage order is no longer topological
+        self._relinked[node.id] = self._next_seq
+        self._next_seq += 1
         self._touch()
 
     def remove_nodes(self, node_ids: Iterable[str]) -> None:
         """Remove call sites; none may still be used by a call site that stays."""
         doomed = set(node_ids)
-        for node_id in doomed:
-            kept_users = self.users(node_id) - doomed
-            if kept_users:
-                raise VerificationError(f"cannot remove {node_id!r}: still used by {sorted(kept_users)}")
+        # without an index of uses, one scan of the operands of what stays finds any violation
+        if self._uses is not None or any(ref.node in doomed for node_id, node in self._nodes.items()
+                                         if node_id not in doomed for _, ref in node.operands()):
+            for node_id in doomed:
+                kept_users = self.users(node_id) - doomed
+                if kept_users:
+                    raise VerificationError(f"cannot remove {node_id!r}: still used by {sorted(kept_users)}")
         for layer in {self.node(node_id).layer for node_id in doomed}:
             self._calls[layer] = [i for i in self._calls[layer] if i not in doomed]
-        self._g.remove_nodes_from(doomed)
+        for node_id in doomed:
+            self._unindex_uses(self._nodes.pop(node_id))
+            del self._seq[node_id]
+            self._relinked.pop(node_id, None)
+            if self._uses is not None:
+                self._uses.pop(node_id, None)
         self.inputs = [i for i in self.inputs if i not in doomed]
         self._touch()
 
@@ -201,42 +233,88 @@ class Graph:
 
     # ------------------------------------------------------------------ queries
     def __contains__(self, node_id: object) -> bool:
-        return node_id in self._g._node
+        return node_id in self._nodes
 
     def __len__(self) -> int:
-        return len(self._g._node)
+        return len(self._nodes)
 
     @property
     def nx(self) -> nx.MultiDiGraph:
-        """The networkx graph (call-site ids; node attr ``node``). Read it, do not edit it."""
-        return self._g
+        """The graph as a networkx ``MultiDiGraph``: call-site ids with node attrs ``node`` and
+        ``seq``, one edge per tensor use with attrs ``out`` and ``pos``. Built on first use and
+        cached until the graph changes: read it, do not edit it."""
+        if self._nx is None:
+            self._nx = _as_networkx(self)
+        return self._nx
 
     def node(self, node_id: str) -> Node:
         try:
-            return self._g._node[node_id]["node"]
+            return self._nodes[node_id]
         except KeyError:
             raise VerificationError(f"no call site {node_id!r} in model {self.name!r}") from None
 
     def nodes(self) -> list[Node]:
         """All call sites in a fixed topological order (ties broken by insertion order)."""
-        attrs = self._g._node
-        return [attrs[i]["node"] for i in self.topological_ids()]
+        nodes = self._nodes
+        return [nodes[i] for i in self.topological_ids()]
 
     def topological_ids(self) -> list[str]:
         if self._topo is None:
             if self._ordered:
-                self._topo = list(self._g._node)
+                self._topo = list(self._nodes)
             else:
-                seq = nx.get_node_attributes(self._g, "seq")
-                self._topo = list(nx.lexicographical_topological_sort(self._g, key=seq.__getitem__))
+                self._topo = list(nx.lexicographical_topological_sort(self.nx, key=self._seq.__getitem__))
         return self._topo
 
+    def uses(self, node_id: str) -> list[tuple[str, int, tuple]]:
+        """``(user, output index, argument path)`` for every use of a value of ``node_id``."""
+        return self._use_index().get(node_id, [])
+
+    def _use_index(self) -> dict[str, list[tuple[str, int, tuple]]]:
+        if self._uses is None:
+            # in the order call sites were last linked, so that each value's uses are listed as
+            # if kept current all along (as networkx's successor order would be)
+            relinked, seq, nodes = self._relinked, self._seq, self._nodes
+            order = sorted(nodes, key=lambda i: relinked.get(i, seq[i])) if relinked else nodes
+            uses: dict[str, list[tuple[str, int, tuple]]] = {}
+            for user in order:
+                for path, ref in nodes[user]._operands:
+                    entry = (user, ref.index, path)
+                    listed = uses.get(ref.node)
+                    if listed is None:
+                        uses[ref.node] = [entry]
+                    else:
+                        listed.append(entry)
+            self._uses = uses
+        return self._uses
+
     def users(self, node_id: str) -> set[str]:
-        return set(self._g._succ[node_id])
+        return {user for user, _, _ in self.uses(node_id)}
+
+    def reach(self, node_ids: Iterable[str], *, forward: bool = True) -> set[str]:
+        """``node_ids`` and every call site that depends on one (``forward``) or that one depends
+        on (backward): one linear walk for any number of starting points."""
+        seen = set(node_ids)
+        stack = list(seen)
+        if forward:
+            uses = self._use_index()
+            while stack:
+                for user, _, _ in uses.get(stack.pop(), ()):
+                    if user not in seen:
+                        seen.add(user)
+                        stack.append(user)
+        else:
+            nodes = self._nodes
+            while stack:
+                for _, ref in nodes[stack.pop()]._operands:
+                    if ref.node not in seen:
+                        seen.add(ref.node)
+                        stack.append(ref.node)
+        return seen
 
     def call_sites(self, layer_name: str) -> list[Node]:
         """The call sites of one layer, ordered by call index."""
-        return [self.node(i) for i in self._calls.get(layer_name, [])]
+        return [self._nodes[i] for i in self._calls.get(layer_name, [])]
 
     def layer_of(self, node_id: str) -> Layer:
         return self.layers[self.node(node_id).layer]
@@ -266,7 +344,9 @@ class Graph:
         new.inputs = list(self.inputs)
         new.outputs = list(self.outputs)
         new.meta = self.meta
-        new._g = _copy_structure(self._g)
+        new._nodes = dict(self._nodes)
+        new._seq = dict(self._seq)
+        new._relinked = dict(self._relinked)
         new._next_seq = self._next_seq
         new._ordered = self._ordered
         new._calls = {k: v.copy() for k, v in self._calls.items()}
@@ -281,18 +361,24 @@ class Graph:
         return f"<kgraft.ir.Graph @{self.name}: {len(self)} call sites, {len(self.layers)} layers>"
 
 
-def _copy_structure(g: nx.MultiDiGraph) -> nx.MultiDiGraph:
-    """``g.copy()`` at a fraction of the cost (``MultiDiGraph.copy`` re-adds every node and edge
-    through the public API, the largest cost of a pass on a big graph).
-
-    The attribute dicts of call sites and edges are shared: :class:`Graph` never edits one (it
-    replaces a call site's dict), and only the adjacency dicts, which removals do change, are new.
-    Assigning ``_node``/``_succ``/``_pred`` is how networkx's own graph views are built.
-    """
-    new = nx.MultiDiGraph()
-    new.graph.update(g.graph)
-    new._node = dict(g._node)
-    succ = {u: {v: dict(keys) for v, keys in nbrs.items()} for u, nbrs in g._succ.items()}
-    new._succ = succ
-    new._pred = {v: {u: succ[u][v] for u in nbrs} for v, nbrs in g._pred.items()}
-    return new
+def _as_networkx(graph: Graph) -> nx.MultiDiGraph:
+    """The networkx form of ``graph``, filled in directly as networkx's own graph views are
+    (``_node``/``_succ``/``_pred``): adding nodes and edges one by one through its API cost more
+    than any pass. Successors are in order of use and predecessors in operand order, as
+    ``add_edge`` in that order would leave them."""
+    g = nx.MultiDiGraph()
+    g._node = {node_id: {"node": node, "seq": graph._seq[node_id]} for node_id, node in graph._nodes.items()}
+    succ: dict[str, dict] = {node_id: {} for node_id in graph._nodes}
+    pred: dict[str, dict] = {node_id: {} for node_id in graph._nodes}
+    for node_id in graph._nodes:
+        for user, out, path in graph.uses(node_id):
+            keys = succ[node_id].get(user)
+            if keys is None:
+                keys = succ[node_id][user] = {}
+            keys[len(keys)] = {"out": out, "pos": path}
+    for node_id, node in graph._nodes.items():
+        for _, ref in node.operands():
+            pred[node_id].setdefault(ref.node, succ[ref.node][node_id])
+    g._succ = succ
+    g._pred = pred
+    return g

@@ -57,7 +57,9 @@ def _header(graph: Graph) -> str:
 def _node_line(graph: Graph, node: Node) -> str:
     layer = graph.layers[node.layer]
     name_of = graph.value_name
-    results = ", ".join("%" + name_of(ValueRef(node.id, i)) for i in range(len(node.outputs)))
+    n_out = len(node.outputs)
+    results = ", ".join("%" + name_of(ValueRef(node.id, i)) for i in range(n_out)) if n_out != 1 \
+        else "%" + name_of(ValueRef(node.id, 0))
     operands = [format_value(a, name_of) for a in node.args]
     operands += [f"{k}={format_value(v, name_of)}" for k, v in node.kwargs.items() if v is not None]
     attrs = layer_attributes(layer)
@@ -65,7 +67,7 @@ def _node_line(graph: Graph, node: Node) -> str:
     line = f"{results} = {cls} @{node.id}({', '.join(operands)})"
     if attrs:
         line += " " + _format_attrs(attrs)
-    return line + " : " + ", ".join(str(t) for t in node.outputs)
+    return line + " : " + (str(node.outputs[0]) if n_out == 1 else ", ".join(str(t) for t in node.outputs))
 
 
 def _print(graph: Graph, depth: int, out: list[str]) -> None:

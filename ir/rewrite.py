@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .graph import INPUT_CLASS, Graph, Layer, Node, ValueRef
+from .tree import map_refs
 from .types import TensorType
 
 __all__ = ["unique_name", "add_input", "clone_node"]
@@ -35,5 +36,9 @@ def clone_node(graph: Graph, node: Node, remap: dict[ValueRef, ValueRef], layer:
     if layer.name not in graph.layers:
         graph.add_layer(layer)
     k = node.call_index if call_index is None else call_index
-    new = Node(Node.make_id(layer.name, k), layer.name, k, node.args, node.kwargs, node.outputs)
-    return graph.add_node(new.with_operands(lambda r: remap.get(r, r)))
+
+    def rename(ref: ValueRef) -> ValueRef:
+        return remap.get(ref, ref)
+
+    return graph.add_node(Node(Node.make_id(layer.name, k), layer.name, k, map_refs(node.args, rename),
+                               map_refs(node.kwargs, rename), node.outputs))

@@ -11,15 +11,23 @@ import re
 from typing import Any, Callable
 
 from .errors import IRParseError
+from .tree import ValueRef
 
 __all__ = ["format_value", "ValueScanner"]
 
 
 def format_value(value: Any, name_of: Callable[[Any], str] | None = None) -> str:
     """Print a constant or argument tree; ``name_of`` names ValueRef leaves (``%x``)."""
-    from .graph import ValueRef
-
-    if isinstance(value, ValueRef):
+    kind = type(value)
+    if kind is str:  # the common leaves first, each as json.dumps prints it
+        return _encode_str(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if kind is ValueRef:
         return "%" + name_of(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(format_value(v, name_of) for v in value) + "]"
@@ -28,6 +36,8 @@ def format_value(value: Any, name_of: Callable[[Any], str] | None = None) -> str
         return "{" + ", ".join(f"{json.dumps(k)}: {format_value(v, name_of)}" for k, v in items) + "}"
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
+
+_encode_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (ensure_ascii)
 
 _NAME = re.compile(r"%([^\s,\]\)\}=]+)")
 _BARE = re.compile(r"[A-Za-z_][\w.\-/>]*")

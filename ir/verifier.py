@@ -1,6 +1,6 @@
 """The IR's invariants, checked after every pass by the pass manager.
 
-* the call-site graph is acyclic, and every operand names an existing output of its producer;
+* the call-site graph is acyclic (a topological order exists), and every operand names an existing output of its producer;
 * layer names are unique and every call site ``layer#k`` belongs to its layer;
 * ``inputs`` are InputLayer call sites; ``outputs`` are defined and depend on an input;
 * types agree where known: an InputLayer's type matches its config, and a nested model's
@@ -29,19 +29,24 @@ def verify(graph: Graph) -> Graph:
 
 
 def _check(graph: Graph, problems: list[str], where: str) -> None:
-    g = graph.nx
-    position = _order_or_cycle(graph, problems, where)
-    if position is None:
+    try:
+        # Graph keeps its storage order topological while it can and sorts otherwise, so a
+        # cycle is exactly a failed sort: checking costs nothing on an ordered graph
+        nodes = graph.nodes()
+    except nx.NetworkXUnfeasible:
+        problems.append(f"{where}: cycle " + " -> ".join(u for u, _, *_ in nx.find_cycle(graph.nx)))
         return
-    for node in graph.nodes():
-        _check_node(graph, node, problems, where)
+    by_id = {node.id: node for node in nodes}
     inputs = set(graph.inputs)
+    fed: set[str] = set()  # call sites that depend on a model input, found in the same sweep
+    for node in nodes:
+        if _check_node(graph, by_id, node, problems, where) & fed or node.id in inputs:
+            fed.add(node.id)
     for node_id in graph.inputs:
-        if node_id not in graph or graph.layer_of(node_id).class_name != INPUT_CLASS:
+        if node_id not in by_id or graph.layer_of(node_id).class_name != INPUT_CLASS:
             problems.append(f"{where}: model input {node_id!r} is not an InputLayer call site")
-    fed = _reachable(g, inputs & position.keys())
     for ref in graph.outputs:
-        if ref.node not in graph or ref.index >= len(graph.node(ref.node).outputs):
+        if ref.node not in by_id or ref.index >= len(by_id[ref.node].outputs):
             problems.append(f"{where}: model output {ref} is not defined")
         elif ref.node not in fed:
             problems.append(f"{where}: model output {graph.value_name(ref)!r} depends on no model input")
@@ -52,48 +57,18 @@ def _check(graph: Graph, problems: list[str], where: str) -> None:
             _check(layer.body, problems, f"{where}/{layer.name}")
 
 
-def _order_or_cycle(graph: Graph, problems: list[str], where: str) -> dict[str, int] | None:
-    """Each call site's topological position; None (and a problem) when the graph has a cycle.
-
-    Acyclic means: a topological order exists and every edge goes forward in it. Checking the
-    edges against ``Graph.topological_ids`` (usually the storage order, no sort) is linear.
-    """
-    g = graph.nx
-    try:
-        position = {node_id: i for i, node_id in enumerate(graph.topological_ids())}
-    except nx.NetworkXUnfeasible:
-        position = None
-    if position is not None and all(position[u] < position[v] for u, v in g.edges()):
-        return position
-    try:
-        problems.append(f"{where}: cycle " + " -> ".join(u for u, _, *_ in nx.find_cycle(g)))
-    except nx.NetworkXNoCycle:  # the storage order was taken for a topological one, wrongly
-        problems.append(f"{where}: call sites are stored out of topological order")
-    return None
-
-
-def _reachable(g: nx.MultiDiGraph, sources: set[str]) -> set[str]:
-    """``sources`` and every call site that depends on one: one walk for all outputs, where
-    asking ``nx.ancestors`` per output cost O(outputs x size)."""
-    seen, stack, succ = set(sources), list(sources), g.succ
-    while stack:
-        for user in succ[stack.pop()]:
-            if user not in seen:
-                seen.add(user)
-                stack.append(user)
-    return seen
-
-
-def _check_node(graph: Graph, node: Node, problems: list[str], where: str) -> None:
+def _check_node(graph: Graph, by_id: dict[str, Node], node: Node, problems: list[str], where: str) -> set[str]:
+    """Check one call site; return the call sites it uses."""
     layer = graph.layers.get(node.layer)
     if layer is None:
         problems.append(f"{where}: call site {node.id!r} calls unknown layer {node.layer!r}")
-        return
+        return set()
     if node.id != Node.make_id(node.layer, node.call_index):
         problems.append(f"{where}: call site id {node.id!r} does not match {node.layer}#{node.call_index}")
     operands = list(node.operands())
     for path, ref in operands:
-        if ref.node not in graph or ref.index >= len(graph.node(ref.node).outputs):
+        producer = by_id.get(ref.node)
+        if producer is None or ref.index >= len(producer.outputs):
             problems.append(f"{where}: call site {node.id!r} uses undefined value {ref} at {path}")
     if layer.class_name == INPUT_CLASS:
         declared = layer.config.get("batch_shape", layer.config.get("batch_input_shape"))
@@ -104,11 +79,12 @@ def _check_node(graph: Graph, node: Node, problems: list[str], where: str) -> No
     if layer.body is not None:
         for ref, inner in _nested_operands(node, layer.body, operands):
             outer_t, inner_t = graph.value_type(ref), layer.body.value_type(inner)
-            if ref.node in graph and not outer_t.compatible(inner_t):
+            if ref.node in by_id and not outer_t.compatible(inner_t):
                 problems.append(
                     f"{where}: {node.id!r} passes {graph.value_name(ref)!r} of type {outer_t} to "
                     f"input {layer.body.node(inner.node).layer!r} of type {inner_t}"
                 )
+    return {ref.node for _, ref in operands}
 
 
 def _nested_operands(node: Node, body: Graph, operands: list) -> list:

@@ -2,9 +2,8 @@
 and, when a cut is bad, which path bypasses it.
 
 * :func:`needed_nodes` walks back from target values and stops at the given cut values.
-* :func:`split_points` are the values that dominate every output, computed with
-  ``networkx.immediate_dominators`` from a virtual source over all inputs to a virtual sink
-  after all outputs.
+* :func:`split_points` are the values that dominate every output: the dominators of a virtual
+  sink after all outputs, from a virtual source over all inputs, found in one linear sweep.
 * :func:`bypass_message` explains a bad cut as a path that goes around it, plus the nearest
   valid split points before and after (the message a user needs to fix the cut).
 """
@@ -15,13 +14,10 @@ from typing import Iterable
 
 import networkx as nx
 
-from ..ir import CutError, Graph, ValueRef
-from .prune_unreachable import prune
+from ..ir import CutError, Graph, Node, ValueRef
+from .prune_unreachable import live_nodes
 
 __all__ = ["needed_nodes", "split_points", "bypass_message", "describe_node", "outputs_after", "require_separator"]
-
-_SOURCE, _SINK = ("^source",), ("^sink",)
-
 
 def needed_nodes(graph: Graph, targets: Iterable[ValueRef], cut: set[ValueRef]) -> tuple[set[str], list[str]]:
     """Call sites needed to compute ``targets`` from ``cut``; and model inputs reached around it."""
@@ -46,26 +42,40 @@ def split_points(graph: Graph) -> list[ValueRef]:
 
     Model inputs and outputs are excluded, as are call sites with several used outputs
     (no single tensor carries everything there).
+
+    These are the dominators of a virtual sink after all outputs, seen from a virtual source
+    before all inputs. In a DAG they come from one sweep over a topological order of the call
+    sites on input-to-output paths: such a call site is on every path exactly when no edge jumps
+    over it (starts before it and ends after it), counting the source -> input and
+    output -> sink edges.
     """
-    g = prune(graph, keep_inputs=False)
-    dom = nx.DiGraph()
-    dom.add_edges_from(g.nx.edges())
-    dom.add_nodes_from(g.nx.nodes())
-    dom.add_edges_from((_SOURCE, i) for i in g.inputs)
-    dom.add_edges_from((r.node, _SINK) for r in g.outputs)
-    idom = nx.immediate_dominators(dom, _SOURCE)
-    chain, node = set(), idom.get(_SINK)
-    while node is not None and node != _SOURCE:
-        chain.add(node)
-        node = idom[node]
-    excluded = set(g.inputs) | {r.node for r in g.outputs}
-    points = []
-    for node_id in g.topological_ids():
-        if node_id in chain and node_id not in excluded:
-            used = {d["out"] for _, _, d in g.nx.out_edges(node_id, data=True)}
-            if len(used) == 1:
-                points.append(ValueRef(node_id, used.pop()))
-    return points
+    live, inputs = live_nodes(graph), set(graph.inputs)
+    order: list[Node] = []
+    position: dict[str, int] = {}
+    lowest: list[int] = []  # per call site on a path: where the earliest edge into it starts
+    for node in graph.nodes():
+        starts = [-1] if node.id in inputs else [position[r.node] for _, r in node.operands() if r.node in position]
+        if node.id in live and starts:
+            position[node.id] = len(order)
+            order.append(node)
+            lowest.append(min(starts))
+    outputs = {r.node for r in graph.outputs}
+    ends = [position[n] for n in outputs if n in position]
+    if not ends:
+        return []
+    on_chain, earliest = [], min(ends)  # earliest start of an edge ending after the current call site
+    for i in range(len(order) - 1, -1, -1):
+        on_chain.append(earliest >= i)
+        earliest = min(earliest, lowest[i])
+    on_chain.reverse()
+    chain = {node.id for node, on in zip(order, on_chain) if on and node.id not in inputs and node.id not in outputs}
+    used: dict[str, set[int]] = {node_id: set() for node_id in chain}
+    for node in order:
+        for _, ref in node.operands():
+            if ref.node in chain:
+                used[ref.node].add(ref.index)
+    return [ValueRef(node.id, next(iter(used[node.id]))) for node in order
+            if node.id in chain and len(used[node.id]) == 1]
 
 
 def describe_node(graph: Graph, node_id: str) -> str:
@@ -81,11 +91,11 @@ def _without_cut(graph: Graph, cut: set[ValueRef]) -> nx.MultiDiGraph:
 
 def bypass_message(graph: Graph, cut: list[ValueRef], what: str) -> str:
     """'<what>: the path a -> b -> c bypasses it. Nearest split points: p (before), q (after).'"""
-    cut_set, g = set(cut), graph.nx
+    cut_set = set(cut)
     points = split_points(graph)
     cut_nodes = {v.node for v in cut}
-    ancestors = set().union(*(nx.ancestors(g, n) for n in cut_nodes))
-    descendants = set().union(*(nx.descendants(g, n) for n in cut_nodes))
+    ancestors = graph.reach((ref.node for n in cut_nodes for _, ref in graph.node(n).operands()), forward=False)
+    descendants = graph.reach(user for n in cut_nodes for user in graph.users(n))
     before = [p for p in points if p.node in ancestors]
     after = [p for p in points if p.node in descendants]
     sources = [before[-1].node] if before else list(graph.inputs)
@@ -114,7 +124,7 @@ def bypass_message(graph: Graph, cut: list[ValueRef], what: str) -> str:
 
 def outputs_after(graph: Graph, cut: list[ValueRef]) -> list[ValueRef]:
     """The model outputs that depend on the cut; the others are computed before it."""
-    reach = {v.node for v in cut}.union(*(nx.descendants(graph.nx, v.node) for v in cut))
+    reach = graph.reach(v.node for v in cut)
     return [o for o in graph.outputs if o.node in reach]
 
 

@@ -5,8 +5,6 @@ Typical use: freeze a pretrained model and set only the layers above a cut train
 
 from __future__ import annotations
 
-import networkx as nx
-
 from ..ir import INPUT_CLASS, Graph
 from ..ir.refs import resolve
 from .extract import inline_if_needed
@@ -18,8 +16,7 @@ def downstream(graph: Graph, ref: str) -> list[str]:
     """Names of the layers that depend on ``ref``, in topological order (``ref``'s own excluded)."""
     graph = inline_if_needed(graph, [ref])
     value = resolve(graph, ref)
-    first = {v for _, v, d in graph.nx.out_edges(value.node, data=True) if d["out"] == value.index}
-    reached = set(first).union(*(nx.descendants(graph.nx, n) for n in first)) if first else set()
+    reached = graph.reach(user for user, out, _ in graph.uses(value.node) if out == value.index)
     names: dict[str, None] = {}
     for node in graph.nodes():
         if node.id in reached and graph.layers[node.layer].class_name != INPUT_CLASS:

@@ -20,19 +20,8 @@ __all__ = ["PruneUnreachable", "live_nodes", "prune"]
 
 
 def live_nodes(graph: Graph) -> set[str]:
-    """Call sites that some model output depends on (the outputs' producers included).
-
-    One backward walk from all outputs at once (``nx.ancestors`` per output was O(outputs x size)).
-    """
-    pred = graph.nx.pred
-    live = {ref.node for ref in graph.outputs}
-    stack = list(live)
-    while stack:
-        for producer in pred[stack.pop()]:
-            if producer not in live:
-                live.add(producer)
-                stack.append(producer)
-    return live
+    """Call sites that some model output depends on (the outputs' producers included)."""
+    return graph.reach((ref.node for ref in graph.outputs), forward=False)
 
 
 def prune(graph: Graph, *, keep_inputs: bool) -> Graph:
@@ -46,7 +35,7 @@ def prune(graph: Graph, *, keep_inputs: bool) -> Graph:
     if len(live) == len(graph) and not changed_bodies:
         return graph
     new = graph.copy()
-    new.remove_nodes(set(graph.nx) - live)
+    new.remove_nodes(n for n in graph.topological_ids() if n not in live)
     for name, body in changed_bodies.items():
         new.set_layer(replace(new.layers[name], body=body))
     new.remove_unused_layers()

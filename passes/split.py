@@ -46,8 +46,8 @@ def _crossing(graph: Graph, upstream: set[str], downstream: set[str], cut: list[
     for node_id in graph.topological_ids():
         if node_id not in upstream:
             continue
-        for _, user, data in sorted(graph.nx.out_edges(node_id, data=True), key=lambda e: e[2]["out"]):
-            value = ValueRef(node_id, data["out"])
+        for user, out, _ in sorted(graph.uses(node_id), key=lambda use: use[1]):
+            value = ValueRef(node_id, out)
             if user in downstream and value not in seen:
                 seen.add(value)
                 crossing.append(value)
@@ -88,7 +88,7 @@ def _plan(graph: Graph, cuts: list[list[ValueRef]], labels: list[str]) -> SplitP
             raise CutError(f"split: in cut {{{label}}}, no model output depends on {', '.join(dead)}; "
                            "cut only tensors on a path from the inputs to the outputs")
     graph = pruned
-    all_nodes = set(graph.nx)
+    all_nodes = set(graph.topological_ids())
     boundaries = [graph.input_refs()]
     upstreams: list[set[str]] = [set()]
     for cut, label in zip(cuts, labels):
@@ -119,7 +119,7 @@ def cut_sides(graph: Graph, cut: list[ValueRef], label: str) -> tuple[set[str], 
     what = (f"split: {label!r} is not a split point" if len(cut) == 1 else
             f"split: the cut {{{label}}} does not separate the model's inputs from its outputs")
     downstream = require_separator(graph, cut, what, targets=outputs_after(graph, cut))
-    upstream = set(graph.nx) - downstream
+    upstream = set(graph.topological_ids()) - downstream
     return upstream, _crossing(graph, upstream, downstream, cut)
 
 
