@@ -21,14 +21,20 @@ __all__ = ["lower_config", "is_model_spec", "compute_dtype", "MODEL_CLASSES"]
 
 MODEL_CLASSES = frozenset({"Functional", "Model", "Sequential"})
 _MODEL_KEYS = ("layers", "input_layers", "output_layers", "build_input_shape")
+# the dtypes Keras gives tensors (keras.src.backend.common.dtypes.ALLOWED_DTYPES)
+TENSOR_DTYPES = frozenset({
+    "bfloat16", "bool", "complex128", "complex64", "float16", "float32", "float64", "float8_e4m3fn",
+    "float8_e5m2", "int16", "int32", "int64", "int8", "string", "uint16", "uint32", "uint64", "uint8"})
 
 
 def lower_config(config: dict, path: tuple[str, ...] = ()) -> Graph:
     """Lower a model config: ``{"class_name": "Functional", "config": {...}}`` or the inner dict."""
     if not isinstance(config, dict):
         raise KgraftError(f"expected a model config dict, got {type(config).__name__}")
-    if "class_name" in config and isinstance(config.get("config"), dict):
-        kind, inner = config["class_name"], config["config"]
+    if isinstance(config.get("config"), dict) and "layers" not in config:
+        kind, inner = config.get("class_name"), config["config"]
+        if not isinstance(kind, str):
+            raise KgraftError(f"corrupt model config: the model's class_name is {kind!r}, not a string")
     else:
         kind, inner = ("Functional" if "input_layers" in config else "Sequential"), config
     if not isinstance(inner.get("layers"), list):
@@ -36,12 +42,29 @@ def lower_config(config: dict, path: tuple[str, ...] = ()) -> Graph:
             f"config of {kind} {inner.get('name', '?')!r} has no 'layers' list: only Functional and "
             "Sequential models have a graph kgraft can read (subclassed models do not)"
         )
+    if not isinstance(inner.get("name", ""), str):
+        raise KgraftError(f"corrupt model config: the model name {inner['name']!r} is not a string")
     for entry in inner["layers"]:
-        if not isinstance(entry, dict) or "class_name" not in entry:
-            raise KgraftError(f"corrupt model config: layer entry {str(entry)[:80]!r} has no class_name")
-    if "input_layers" in inner:
-        return _lower_functional(inner, path)
-    return _lower_sequential(inner, path)
+        _check_entry(entry)
+    # the class name decides, as in Keras's deserialization; a subclass goes by its keys
+    if kind == "Sequential" or (kind not in MODEL_CLASSES and "input_layers" not in inner):
+        return _lower_sequential(inner, path)
+    return _lower_functional(inner, path)
+
+
+def _check_entry(entry: Any) -> None:
+    """A layer entry has the shape Keras writes: a class name, a config dict, string modules."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str) or not entry["class_name"]:
+        raise KgraftError(f"corrupt model config: layer entry {str(entry)[:80]!r} has no class_name")
+    found = {k: entry[k] for k in ("module", "registered_name") if not isinstance(entry.get(k), (str, type(None)))}
+    if not isinstance(entry.get("config", {}), dict):
+        found["config"] = entry["config"]
+    if found:
+        raise KgraftError(
+            f"corrupt model config: a layer entry of class {entry['class_name']!r} has "
+            + ", ".join(f"{k}={repr(v)[:40]} ({type(v).__name__})" for k, v in found.items())
+            + "; Keras writes a dict for config and strings for module and registered_name"
+        )
 
 
 def is_model_spec(entry: dict) -> bool:
@@ -56,23 +79,29 @@ def compute_dtype(spec: dict) -> str | None:
     """The dtype a layer computes in, from its dtype policy (``mixed_float16`` -> ``float16``)."""
     dtype = spec.get("config", {}).get("dtype")
     if isinstance(dtype, dict):
-        dtype = dtype.get("config", {}).get("name")
+        policy = dtype.get("config")
+        dtype = policy.get("name") if isinstance(policy, dict) else None
     if isinstance(dtype, str) and dtype.startswith("mixed_"):
         return dtype[len("mixed_"):]
     return dtype if isinstance(dtype, str) else None
 
 
-def _layer_name(entry: dict) -> str:
-    name = entry.get("name") or entry.get("config", {}).get("name")
+def _layer_name(entry: dict, functional: bool = False) -> str:
+    """The layer's name, from its config; a Functional entry repeats it as ``name`` (what refs use)."""
+    name = entry.get("config", {}).get("name")
     if not isinstance(name, str) or not name:
         raise KgraftError(f"corrupt model config: a {entry.get('class_name', '?')} layer entry has no name")
+    if functional and entry.get("name") != name:
+        raise KgraftError(
+            f"corrupt model config: the {entry['class_name']} layer entry {entry.get('name')!r} is named "
+            f"{name!r} in its config; Keras would name the layer by one and find its inputs by the other. "
+            "Make the two names agree."
+        )
     return name
 
 
-def _make_layer(entry: dict, path: tuple[str, ...]) -> Layer:
-    if not isinstance(entry, dict) or "class_name" not in entry:
-        raise KgraftError(f"corrupt model config: layer entry {str(entry)[:80]!r} has no class_name")
-    name = _layer_name(entry)
+def _make_layer(entry: dict, path: tuple[str, ...], functional: bool = False) -> Layer:
+    name = _layer_name(entry, functional)
     spec = {k: v for k, v in entry.items() if k not in ("inbound_nodes", "name")}
     body = None
     if is_model_spec(entry):
@@ -81,11 +110,28 @@ def _make_layer(entry: dict, path: tuple[str, ...]) -> Layer:
     return Layer(name, entry["class_name"], spec, path + (name,), body=body)
 
 
+def _shape(value: Any, what: str) -> tuple | None:
+    """A shape from a config: None, or a list of sizes (ints, None for unknown)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) and all(d is None or _is_index(d) for d in value):
+        return tuple(value)
+    raise KgraftError(f"corrupt model config: {what} is {value!r}, not a shape (a list of sizes or nulls)")
+
+
+def _build_shape(entry: dict) -> tuple | None:
+    """The input shape a Sequential layer entry was built with (``build_config``)."""
+    build_config = entry.get("build_config")
+    if build_config is not None and not isinstance(build_config, dict):
+        raise KgraftError(f"corrupt model config: build_config of {entry.get('class_name')} layer is {build_config!r}")
+    return _shape((build_config or {}).get("input_shape"), f"the build input shape of {_layer_name(entry)!r}")
+
+
 def _input_node(layer: Layer) -> Node:
     cfg = layer.config
-    shape = cfg.get("batch_shape", cfg.get("batch_input_shape"))
+    shape = _shape(cfg.get("batch_shape", cfg.get("batch_input_shape")), f"the shape of input {layer.name!r}")
     dtype = cfg.get("dtype") if isinstance(cfg.get("dtype"), str) else compute_dtype(layer.spec)
-    ttype = TensorType(tuple(shape) if shape is not None else None, dtype or "float32")
+    ttype = TensorType(shape, dtype or "float32")
     return Node(Node.make_id(layer.name, 0), layer.name, 0, [], {}, (ttype,))
 
 
@@ -95,9 +141,9 @@ def _lower_sequential(cfg: dict, path: tuple[str, ...]) -> Graph:
     if entries and entries[0].get("class_name") == INPUT_CLASS:
         input_layer = _make_layer(entries.pop(0), path)
     else:
-        shape = cfg.get("build_input_shape")
+        shape = _shape(cfg.get("build_input_shape"), f"build_input_shape of {graph.name!r}")
         if shape is None and entries:
-            shape = entries[0].get("build_config", {}).get("input_shape")
+            shape = _build_shape(entries[0])
         if shape is None:
             raise UnsupportedModelError(
                 f"Sequential model {graph.name!r} was never built, so it has no input shape: "
@@ -112,8 +158,8 @@ def _lower_sequential(cfg: dict, path: tuple[str, ...]) -> Graph:
     graph.set_inputs([prev.node])
     for i, entry in enumerate(entries):
         layer = graph.add_layer(_make_layer(entry, path))
-        next_shape = entries[i + 1].get("build_config", {}).get("input_shape") if i + 1 < len(entries) else None
-        out = TensorType(tuple(next_shape) if next_shape else None, compute_dtype(layer.spec))
+        next_shape = _build_shape(entries[i + 1]) if i + 1 < len(entries) else None
+        out = TensorType(next_shape or None, compute_dtype(layer.spec))
         if layer.body is not None and not out.known and layer.body.outputs:
             inner = layer.body.value_type(layer.body.outputs[0])
             out = TensorType(out.shape if out.shape is not None else inner.shape, out.dtype or inner.dtype)
@@ -143,11 +189,16 @@ class _CallDecoder:
         if isinstance(value, dict):
             if value.get("class_name") == "__keras_tensor__":
                 cfg = value.get("config", {})
-                hist = cfg.get("keras_history")
+                hist = cfg.get("keras_history") if isinstance(cfg, dict) else None
                 if not (isinstance(hist, (list, tuple)) and len(hist) == 3):
                     raise KgraftError(f"corrupt model config in {self.where}: tensor without keras_history")
-                shape = cfg.get("shape")
-                return self.ref(*hist, TensorType(tuple(shape) if shape is not None else None, cfg.get("dtype")))
+                if "shape" not in cfg or "dtype" not in cfg:  # Keras reads both
+                    raise KgraftError(f"corrupt model config in {self.where}: a tensor without shape or dtype")
+                dtype = cfg["dtype"]
+                if dtype is not None and not (isinstance(dtype, str) and dtype in TENSOR_DTYPES):
+                    raise KgraftError(f"corrupt model config in {self.where}: a tensor's dtype is {dtype!r}, "
+                                      f"not one of Keras's ({', '.join(sorted(TENSOR_DTYPES))})")
+                return self.ref(*hist, TensorType(_shape(cfg.get("shape"), f"a tensor shape in {self.where}"), dtype))
             return {k: self.tree(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):  # live configs hold tuples, JSON files lists
             return [self.tree(v) for v in value]
@@ -155,7 +206,11 @@ class _CallDecoder:
 
     def call(self, node_data: Any) -> tuple[list, dict]:
         if isinstance(node_data, dict):  # Keras 3
-            return self.tree(node_data.get("args", [])), self.tree(node_data.get("kwargs", {}))
+            args, kwargs = node_data.get("args"), node_data.get("kwargs")
+            if not (isinstance(args, (list, tuple)) and isinstance(kwargs, dict)):
+                raise KgraftError(f"corrupt model config in {self.where}: call arguments {str(node_data)[:80]!r} "
+                                  "are not {'args': [...], 'kwargs': {...}}")
+            return self.tree(args), self.tree(kwargs)
         if isinstance(node_data, (list, tuple)) and node_data:  # legacy: [layer, node, tensor, kwargs] entries
             return self.legacy_call(node_data)
         raise KgraftError(f"corrupt model config in {self.where}: unreadable inbound node {node_data!r}")
@@ -207,7 +262,7 @@ def _endpoints(value: Any, what: str, model: str) -> list[ValueRef]:
     if isinstance(value, dict):  # Keras 3 may key the outputs of a model with dict outputs;
         value = [value[k] for k in sorted(value)]  # model.outputs flattens them in sorted key order
     if not isinstance(value, list) or not all(
-            isinstance(v, (list, tuple)) and len(v) >= 3 and isinstance(v[0], str) and _is_index(v[1])
+            isinstance(v, (list, tuple)) and len(v) == 3 and isinstance(v[0], str) and _is_index(v[1])
             and _is_index(v[2]) for v in value):
         raise KgraftError(f"corrupt model config: {what} of model {model!r} is {value!r} "
                           "(expected [layer name, node index, tensor index] triples)")
@@ -232,24 +287,27 @@ def _numbers_calls_from_one(entry: Any, legacy: bool) -> bool:
 
 def _lower_functional(cfg: dict, path: tuple[str, ...]) -> Graph:
     graph = Graph(cfg.get("name", "model"), "Functional")
+    missing = [k for k in ("name", "input_layers", "output_layers") if k not in cfg]  # as Keras requires
+    if missing:
+        raise KgraftError(f"corrupt model config: Functional model {graph.name!r} has no {' or '.join(missing)}")
     decoder = _CallDecoder(f"model {graph.name!r}")
     pending: dict[str, Node] = {}
     for entry in cfg["layers"]:
-        layer = graph.add_layer(_make_layer(entry, path))
+        layer = graph.add_layer(_make_layer(entry, path, functional=True))
+        inbound = entry.get("inbound_nodes")
+        if not isinstance(inbound, list):  # Keras requires the list, empty for an InputLayer
+            raise KgraftError(f"corrupt model config: inbound_nodes of {layer.name!r} is not a list")
         if layer.class_name == INPUT_CLASS:
             node = _input_node(layer)
             pending[node.id] = node
             continue
-        inbound = entry.get("inbound_nodes") or []
-        if not isinstance(inbound, list):
-            raise KgraftError(f"corrupt model config: inbound_nodes of {layer.name!r} is not a list")
         for k, node_data in enumerate(inbound):
             args, kwargs = decoder.call(node_data)
             node = Node(Node.make_id(layer.name, k), layer.name, k, args, kwargs, ())
             pending[node.id] = node
     legacy = any(isinstance(n, list) for e in cfg["layers"] if isinstance(e.get("inbound_nodes"), list)
                  for n in e["inbound_nodes"])
-    from_one = {_layer_name(e) for e in cfg["layers"] if _numbers_calls_from_one(e, legacy)}
+    from_one = {_layer_name(e, functional=True) for e in cfg["layers"] if _numbers_calls_from_one(e, legacy)}
 
     def shift(ref: ValueRef) -> ValueRef:
         layer, _, k = ref.node.rpartition("#")

@@ -5,7 +5,9 @@ before. Inner layers keep their names where unique; otherwise they are renamed t
 qualified path joined by ``_`` (``vgg16_block1_conv1``), and stay addressable as
 ``vgg16/block1_conv1`` through ``Layer.path``. A nested model called twice yields inner layers
 with two call sites each (still one set of weights). Layers of a frozen nested model
-(``trainable=False``) are marked frozen.
+(``trainable=False``) are marked frozen. A nested call's ``training`` argument moves onto the
+inlined calls that set none themselves (as Keras passes it down); any other call argument would
+be lost, so it is refused.
 
     before: %enc = Functional @enc#0(%x) { ... %d = Dense @d#0(%in) ... return %d }
     after:  %d = Dense @d#0(%x)
@@ -17,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from ..ir import INPUT_CLASS, Graph, Layer, ValueRef, VerificationError
+from ..ir import INPUT_CLASS, Graph, Layer, UnsupportedModelError, ValueRef, VerificationError
 from ..ir.rewrite import clone_node, unique_name
 from .infra import Pass, register
 
@@ -43,9 +45,12 @@ def inline(graph: Graph) -> Graph:
         body = bodies[layer.name]
         local = _bind_inputs(node, body, remap)
         frozen = layer.config.get("trainable") is False
+        training = _training(node, body)
         for inner in body.nodes():
             if inner.id in body.inputs:
                 continue
+            if training is not None and "training" not in inner.kwargs:
+                inner = replace(inner, kwargs={**inner.kwargs, "training": training})
             src = body.layers[inner.layer]
             target = new.layers.get(names[src.path]) or _renamed(src, names[src.path], frozen)
             copy = clone_node(new, inner, local, target, next_call[target.name])
@@ -86,6 +91,19 @@ def _inner_names(graph: Graph, nested: dict[str, Layer], bodies: dict[str, Graph
         final[path] = name if keep else unique_name("_".join(path), taken | set(inner.values()))
         taken.add(final[path])
     return final
+
+
+def _training(node, body: Graph):
+    """The ``training`` argument of a nested model's call; other call arguments cannot be inlined."""
+    other = {k: v for k, v in node.kwargs.items() if k != "training" and v is not None}
+    if other:
+        raise UnsupportedModelError(
+            f"call site {node.id!r} passes {', '.join(f'{k}={v!r}' for k, v in other.items())} to nested "
+            f"model {body.name!r}; inlining it would drop the argument{'s' if len(other) > 1 else ''}. "
+            f"Keep the model nested (refs like '{body.name}/<layer>' still work where no inlining is needed) "
+            "or call the nested model without it."
+        )
+    return node.kwargs.get("training")
 
 
 def _bind_inputs(node, body: Graph, remap: dict[ValueRef, ValueRef]) -> dict[ValueRef, ValueRef]:

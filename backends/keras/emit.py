@@ -62,8 +62,10 @@ def _functional(graph: Graph) -> dict:
     def tensor(ref: ValueRef) -> dict:
         ttype = graph.value_type(ref)
         producer = graph.node(ref.node)
+        # Keras maps a serialized tensor to the call its keras_history names; shape and dtype only
+        # make a placeholder, which must be valid even where the IR does not know them (legacy configs)
         return {"class_name": "__keras_tensor__", "config": {
-            "shape": list(ttype.shape) if ttype.shape is not None else None,
+            "shape": list(ttype.shape) if ttype.shape is not None else [],
             "dtype": ttype.dtype,
             "keras_history": [producer.layer, position[ref.node], ref.index]}}
 
