@@ -19,6 +19,7 @@ from typing import Any
 
 from .graph import INPUT_CLASS, Graph, Layer, Node, ValueRef
 from .lower import compute_dtype
+from .nogc import gc_paused
 from .syntax import format_value
 
 __all__ = ["print_graph", "layer_attributes"]
@@ -91,6 +92,7 @@ def _print(graph: Graph, depth: int, out: list[str]) -> None:
     out.append(pad + "}")
 
 
+@gc_paused()
 def print_graph(graph: Graph) -> str:
     out: list[str] = []
     _print(graph, 0, out)

@@ -36,6 +36,8 @@ def clone_node(graph: Graph, node: Node, remap: dict[ValueRef, ValueRef], layer:
     if layer.name not in graph.layers:
         graph.add_layer(layer)
     k = node.call_index if call_index is None else call_index
+    if layer.name == node.layer and k == node.call_index and not any(ref in remap for _, ref in node.operands()):
+        return graph.add_node(node)  # nothing to rename: nodes are immutable, so share it
 
     def rename(ref: ValueRef) -> ValueRef:
         return remap.get(ref, ref)

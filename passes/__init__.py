@@ -14,6 +14,7 @@ on each side of a cut), :func:`plan_split` (ranked edge/server placements, min-c
 """
 
 from ..ir import Graph
+from ..ir.nogc import gc_paused
 from .add_head import AddHead
 from .costs import cut_costs
 from .cuts import split_points as _split_point_values
@@ -32,6 +33,7 @@ split = as_function(Split)
 add_head = as_function(AddHead)
 
 
+@gc_paused()
 def split_points(graph: Graph) -> list[str]:
     """Refs of every single-tensor split point, in topological order (nested models inlined)."""
     flat = run(graph, "inline-nested")

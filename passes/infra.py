@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 from ..ir import Graph, KgraftError, PassError, PipelineError, verify
+from ..ir.nogc import gc_paused
 
 __all__ = ["Pass", "register", "registry", "parse_pipeline", "run", "as_function"]
 
@@ -188,6 +189,7 @@ def _coerce(raw: Any, hint: Any, where: str) -> Any:
 
 
 # ---------------------------------------------------------------------------- the manager
+@gc_paused()
 def run(graph: Graph | list[Graph], pipeline: str | Pass | list[Pass], *,
         after_each: Callable[[Pass, Graph | list[Graph]], None] | None = None) -> Graph | list[Graph]:
     """Run passes in order; a pass that returns partitions makes later passes run per partition.
