@@ -113,8 +113,36 @@ def recurrent_attention(tk):
                     name="rnn_att")
 
 
+def frozen_backbone(tk):
+    """Transfer learning: a frozen backbone called with ``training=False`` (a legacy call kwarg)."""
+    L = tk.layers
+    xi = tk.Input((4,), name="bx")
+    backbone = tk.Model(xi, L.BatchNormalization(name="bn")(L.Dense(4, name="bd")(xi)), name="backbone")
+    backbone.trainable = False
+    x = tk.Input((4,), name="x")
+    return tk.Model(x, L.Dense(2, name="head")(L.Dropout(0.2, name="drop")(backbone(x, training=False))),
+                    name="transfer")
+
+
+def mixed_precision(tk):
+    """float16 compute (tf.keras 2's ``Policy`` objects in the config), float32 output."""
+    L = tk.layers
+    x = tk.Input((4,), name="x")
+    h = L.Dense(3, dtype="mixed_float16", name="d16")(L.Dense(4, dtype="mixed_float16", name="d16a")(x))
+    return tk.Model(x, L.Activation("linear", dtype="float32", name="to32")(h), name="mixed")
+
+
+def wrappers(tk):
+    """Layers wrapping layers (nested layer configs): Bidirectional(LSTM), TimeDistributed(Dense)."""
+    L = tk.layers
+    x = tk.Input((6, 3), name="x")
+    h = L.Bidirectional(L.LSTM(3, return_sequences=True), name="bi")(L.Conv1D(4, 3, padding="same", name="conv")(x))
+    return tk.Model(x, L.Flatten(name="flat")(L.TimeDistributed(L.Dense(2), name="td")(h)), name="wrappers")
+
+
 MODELS = {f.__name__: f for f in (sequential_cnn, branches, shared_multi_io, nested_sequential,
-                                  nested_functional_twice, nested_on_two_inputs, deep_nesting, recurrent_attention)}
+                                  nested_functional_twice, nested_on_two_inputs, deep_nesting, recurrent_attention,
+                                  frozen_backbone, mixed_precision, wrappers)}
 
 
 # a separator for the model whose two outputs leave no single split point
@@ -194,10 +222,18 @@ def test_lower_flatten_split(name, source, saved):
     else:
         flat, parts = build(passes.inline_nested(graph)), build(passes.split(graph, at=at))
     assert not any(isinstance(l, keras.Model) for l in flat.layers)
+    assert sorted(w.dtype for w in flat.weights) == sorted(w.dtype.name for w in model.weights)
     assert flat.count_params() == model.count_params()
     assert_close(outputs(flat, x), expected, f"flatten ({source})")
     assert len(parts) == 2
     assert_close(compose(parts, x), expected, f"split ({source}) at {at}")
+
+
+def test_frozen_backbone_stays_frozen_and_in_inference_mode(saved):
+    flat = kgraft.flatten(saved["frozen_backbone"][0])
+    assert not flat.get_layer("bn").trainable and not flat.get_layer("bd").trainable
+    assert flat.get_layer("head").trainable
+    assert flat.get_layer("bn")._inbound_nodes[0].arguments.kwargs.get("training") is False
 
 
 def test_legacy_kwarg_tensor_is_an_operand(saved):

@@ -39,8 +39,15 @@ _DROPPABLE = {
     "kernel_regularizer": lambda v: True,
     "kernel_constraint": lambda v: True,
 }
-# tf.keras 2 values that Keras 3 spells differently: (class, option) -> converter
+def _policy_name(dtype):
+    """tf.keras 2's ``Policy`` (mixed precision) -> its name, which Keras 3 reads as a policy."""
+    is_policy = isinstance(dtype, dict) and dtype.get("class_name") == "Policy"
+    return dtype.get("config", {}).get("name") if is_policy else dtype
+
+
+# tf.keras 2 values that Keras 3 spells differently: (class or None for any, option) -> converter
 _CONVERT = {
+    (None, "dtype"): _policy_name,
     ("BatchNormalization", "axis"): lambda v: v[0] if isinstance(v, list) and len(v) == 1 else v,
 }
 # tf.keras 2 layers that hold TensorFlow ops or Python code in a form Keras 3 cannot rebuild
@@ -124,7 +131,7 @@ def _keras3_spec(spec: dict, where: str) -> dict:
                 )
             del config[key]
     for (class_name, key), convert in _CONVERT.items():
-        if spec.get("class_name") == class_name and key in config:
+        if class_name in (None, spec.get("class_name")) and key in config:
             config[key] = convert(config[key])
     if config == spec.get("config", {}) and "build_config" not in spec:
         return spec
