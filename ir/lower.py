@@ -15,6 +15,7 @@ import networkx as nx
 
 from .errors import KgraftError, UnsupportedModelError
 from .graph import INPUT_CLASS, Graph, Layer, Node, ValueRef
+from .nogc import gc_paused
 from .types import UNKNOWN, TensorType
 
 __all__ = ["lower_config", "is_model_spec", "compute_dtype", "MODEL_CLASSES"]
@@ -27,6 +28,7 @@ TENSOR_DTYPES = frozenset({
     "float8_e5m2", "int16", "int32", "int64", "int8", "string", "uint16", "uint32", "uint64", "uint8"})
 
 
+@gc_paused()
 def lower_config(config: dict, path: tuple[str, ...] = ()) -> Graph:
     """Lower a model config: ``{"class_name": "Functional", "config": {...}}`` or the inner dict."""
     if not isinstance(config, dict):
