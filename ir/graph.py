@@ -18,7 +18,7 @@ weights a backend copies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Iterator
 
 import networkx as nx
@@ -82,9 +82,20 @@ class Node:
         return Node(self.id, self.layer, self.call_index, map_refs(self.args, fn), map_refs(self.kwargs, fn),
                     self.outputs)
 
+    def with_outputs(self, outputs: tuple[TensorType, ...]) -> "Node":
+        """A copy with other output types, reusing the operands found for this one."""
+        new = object.__new__(Node)
+        for name in _NODE_FIELDS:
+            object.__setattr__(new, name, getattr(self, name))
+        object.__setattr__(new, "outputs", tuple(outputs))
+        return new
+
     @staticmethod
     def make_id(layer: str, call_index: int) -> str:
         return f"{layer}#{call_index}"
+
+
+_NODE_FIELDS = tuple(f.name for f in fields(Node))
 
 
 class Graph:

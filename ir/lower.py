@@ -340,7 +340,6 @@ def _add_in_dependency_order(graph: Graph, pending: dict[str, Node], types: dict
     n_outputs: dict[str, int] = {}
     for ref in types:
         n_outputs[ref.node] = max(n_outputs.get(ref.node, 0), ref.index + 1)
-    edges = []
     in_order = True
     for node in pending.values():
         for _, ref in node.operands():
@@ -349,7 +348,6 @@ def _add_in_dependency_order(graph: Graph, pending: dict[str, Node], types: dict
                     f"corrupt model config: call site {node.id!r} of model {graph.name!r} uses "
                     f"{ref.node!r}, which the config does not define"
                 )
-            edges.append((ref.node, node.id))
             in_order = in_order and order[ref.node] < order[node.id]
     if in_order:
         # Every producer is listed before its users (no shared layer called out of order): the
@@ -358,7 +356,7 @@ def _add_in_dependency_order(graph: Graph, pending: dict[str, Node], types: dict
     else:
         deps = nx.DiGraph()
         deps.add_nodes_from(pending)
-        deps.add_edges_from(edges)
+        deps.add_edges_from((ref.node, node.id) for node in pending.values() for _, ref in node.operands())
         try:
             ids = list(nx.lexicographical_topological_sort(deps, key=order.__getitem__))
         except nx.NetworkXUnfeasible:
@@ -370,5 +368,5 @@ def _add_in_dependency_order(graph: Graph, pending: dict[str, Node], types: dict
             body = graph.layers[node.layer].body
             if body is not None and len(body.outputs) == len(outs):
                 outs = tuple(t if t.known else body.value_type(b) for t, b in zip(outs, body.outputs))
-            node = Node(node.id, node.layer, node.call_index, node.args, node.kwargs, outs)
+            node = node.with_outputs(outs)
         graph.add_node(node)
