@@ -13,10 +13,11 @@ Helpers are exposed as fixtures (tests/ is not a package and pytest runs with
 * ``unchanged(*models)`` -> a context manager asserting the models' fingerprints are the same
   after the block (``kgraft.lower``/``kgraft.build`` must never mutate a source model).
 
-Every test also runs under ``kgraft_guard`` (autouse, see :class:`SourceGuard`): each model handed
-to a kgraft entry point is fingerprinted before and after the call, the models returned must not
-share layers or variables with it, and its structure is checked again at teardown. A test that
-changes such a model itself, after the call, says so with ``@pytest.mark.mutates_source``.
+Every test also runs under ``kgraft_guard`` (autouse, see :class:`SourceGuard`): the structure of
+each model handed to a kgraft entry point (layers, call sites, flags) is checked around the call,
+the models returned must not share layers or variables with it, and at teardown its structure
+and weights are checked again. A test that changes such a model itself, after handing it to
+kgraft, says so with ``@pytest.mark.mutates_source``.
 
 Keras and TensorFlow are imported lazily so that pure-IR tests stay cheap.
 """
@@ -155,23 +156,30 @@ def iter_layers(model):
             yield from iter_layers(layer)
 
 
-def model_parts(model) -> dict[str, tuple]:
+def model_parts(model, weights: bool = True) -> dict[str, tuple]:
     """What lowering/building must leave alone, keyed for a readable diff.
 
     For the model and every (nested) layer: its ``id``, trainable flag and number of call sites
-    (``_inbound_nodes``, ``_outbound_nodes``); for every weight: its ``id``, shape, dtype and a
-    CRC of its bytes (cheap: reading the values costs more than hashing them). Works for Keras 3
-    and ``tf_keras`` models.
+    (``_inbound_nodes``, ``_outbound_nodes``); for every weight: its ``id``, shape, dtype and
+    (``weights=True``) a digest of its values. Works for Keras 3 and ``tf_keras`` models.
     """
     parts = {"inputs/outputs": tuple(id(t) for t in [*_endpoints(model, "inputs"), *_endpoints(model, "outputs")])}
     for path, layer in _walk(model, ()):
         parts[f"layer {'/'.join(path) or model.name}"] = (
             id(layer), layer.trainable, len(layer._inbound_nodes), len(getattr(layer, "_outbound_nodes", [])))
     for i, var in enumerate(model.weights):
-        value = np.ascontiguousarray(np.asarray(var))
         parts[f"weight {i} {getattr(var, 'path', None) or var.name}"] = (
-            id(var), value.shape, str(value.dtype), zlib.crc32(value.reshape(-1).view(np.uint8)))
+            id(var), tuple(var.shape), str(getattr(var.dtype, "name", var.dtype))) + ((_digest(var),) if weights else ())
     return parts
+
+
+def _digest(var) -> tuple[str, int]:
+    """Sum and CRC of a sample of a variable's values: cheap (reading costs more than hashing),
+    and no kgraft bug changes a weight so that both stay the same."""
+    keras = sys.modules["keras"]
+    value = np.asarray(var.value if isinstance(var, keras.Variable) else var).reshape(-1)
+    sample = np.ascontiguousarray(value[::max(1, value.size // 4096)])
+    return float(value.sum(dtype=np.float64)).hex(), zlib.crc32(sample.view(np.uint8))
 
 
 def _endpoints(model, which: str) -> list:
@@ -226,7 +234,7 @@ def layer_summary(model, prefix: tuple = ()) -> list[tuple]:
 # ---------------------------------------------------------------------------- fixtures
 def pytest_configure(config):
     config.addinivalue_line("markers", "mutates_source: the test itself changes a model it handed to "
-                            "kgraft, after the call (the source guard then skips its teardown check)")
+                            "kgraft, after the call (the source guard then skips its teardown checks)")
 
 
 @pytest.fixture(name="assert_same_outputs")
@@ -342,18 +350,21 @@ def _structure(parts: dict) -> dict:
 class SourceGuard:
     """Fails a test in which kgraft mutated a model it was given.
 
-    ``wrap(fn)`` fingerprints the models of ``fn``'s first argument on entry to the outermost
-    wrapped call and again on its exit (weights, layers, call sites), and checks that the models
-    it returns share no layer or variable with them. ``teardown()`` re-checks their structure
-    (layers, call sites, variable objects), which catches changes made later through shared
-    objects. Problems are collected in ``problems``; the ``kgraft_guard`` fixture fails on them.
+    ``wrap(fn)`` records the structure of the models of ``fn``'s first argument (layers, call
+    sites, trainable flags, variable objects) on entry to the outermost wrapped call and checks
+    it on exit, and checks that the models returned share no layer or variable with them; it
+    digests a model's weights when it first sees it. ``teardown()`` re-checks the structure
+    (catching changes made later through shared objects) and the weights. Structure is cheap to
+    check per call; reading the weights of a big model is not, so they are checked once per test.
+    Problems are collected in ``problems``; the ``kgraft_guard`` fixture fails on them.
     """
 
     def __init__(self):
         self.problems: list[str] = []
         self.seen: dict[int, tuple] = {}  # id -> (model, structure after the last call)
+        self.first: dict[int, tuple] = {}  # id -> (model, parts with weights, first call)
         self._depth = 0
-        self._entered: dict[int, tuple] = {}  # id -> (model, parts) of the current outermost call
+        self._entered: dict[int, tuple] = {}  # id -> (model, structure) of the current outermost call
 
     def wrap(self, fn, where: str):
         @functools.wraps(fn)
@@ -361,7 +372,9 @@ class SourceGuard:
             first = args[0] if args else next(iter(kwargs.values()), None)
             for model in _sources(first):
                 if id(model) not in self._entered:
-                    self._entered[id(model)] = (model, model_parts(model))
+                    if id(model) not in self.first:
+                        self.first[id(model)] = (model, model_parts(model), where)
+                    self._entered[id(model)] = (model, model_parts(model, weights=False))
             self._depth += 1
             result = None
             try:
@@ -378,7 +391,7 @@ class SourceGuard:
     def _after_call(self, where: str, result) -> None:
         entered, self._entered = self._entered, {}
         for model, before in entered.values():
-            after = model_parts(model)
+            after = model_parts(model, weights=False)
             changed = diff_parts(before, after)
             if changed:
                 self.problems.append(f"{where} mutated model {model.name!r}: " + "; ".join(changed))
@@ -388,12 +401,23 @@ class SourceGuard:
                 self.problems.append(f"{where} returned a model sharing {', '.join(shared[:3])} with "
                                      f"its argument {model.name!r}")
 
+    def forget(self) -> None:
+        """Drop what was recorded (for tests of the guard itself)."""
+        self.problems.clear(), self.seen.clear(), self.first.clear()
+
     def teardown(self) -> None:
         for model, structure in self.seen.values():
-            changed = diff_parts(structure, _structure(model_parts(model)))
+            changed = diff_parts(structure, _structure(model_parts(model, weights=False)))
             if changed:
                 self.problems.append(f"model {model.name!r} changed after kgraft returned it: "
                                      + "; ".join(changed))
+        for model, parts, where in self.first.values():
+            weights = {k: v for k, v in parts.items() if k.startswith("weight ")}
+            now = {k: v for k, v in model_parts(model).items() if k.startswith("weight ")}
+            changed = diff_parts(weights, now)
+            if changed:
+                self.problems.append(f"the weights of model {model.name!r} changed during the test, "
+                                     f"after it was handed to {where}: " + "; ".join(changed))
 
 
 def _shared_objects(model, result) -> list[str]:

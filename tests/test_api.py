@@ -601,6 +601,7 @@ def test_shared_layer_whose_second_call_comes_first(unchanged):
 
 
 # ---------------------------------------------------------------------------- never mutates
+@pytest.mark.mutates_source  # it zeroes a kernel of the argument at the end, on purpose
 def test_nothing_mutates_the_argument(fingerprint, layer_summary):
     model = make_chain("guarded")
     x = np.random.default_rng(8).standard_normal((2, 8)).astype("float32")

@@ -1,9 +1,10 @@
 """The source guard of ``conftest.py`` really catches kgraft mutating a model it was given.
 
 Each test makes kgraft (or a stand-in wrapped like kgraft's entry points) change its argument
-in one way the guard must notice: a weight, a new call site, a trainable flag, a returned model
-sharing a layer, a change made later through a shared object. The last test runs a whole
-pytest session (in process) to show that the autouse fixture fails the test.
+in one way the guard must notice: a weight (found at teardown), a new call site or a trainable
+flag (found when the call returns), a returned model sharing a layer, a change made later
+through a shared object. The last test runs a whole pytest session (in process) to show that
+the autouse fixture fails the test.
 """
 
 from __future__ import annotations
@@ -60,9 +61,13 @@ def test_weight_changed_inside_kgraft_is_caught(kgraft_guard, monkeypatch):
 
     monkeypatch.setattr(load, "_attach", attach_and_zero)
     kgraft.flatten(small_model())
-    found, kgraft_guard.problems[:] = list(kgraft_guard.problems), []
+    assert kgraft_guard.problems == []  # weights are read once per test, at teardown
+    kgraft_guard.teardown()
+    found = list(kgraft_guard.problems)
+    kgraft_guard.forget()
     assert len(found) == 1
-    assert found[0].startswith("kgraft.flatten mutated model 'small': weight 0 d1/kernel:")
+    assert found[0].startswith("the weights of model 'small' changed during the test, after it was handed to "
+                               "kgraft.flatten: weight 0 d1/kernel:")
 
 
 def test_new_call_site_inside_kgraft_is_caught(guard):
@@ -83,6 +88,7 @@ def test_trainable_flag_changed_inside_kgraft_is_caught(guard):
     assert len(guard.problems) == 1 and "layer d2:" in guard.problems[0]
 
 
+@pytest.mark.mutates_source  # the installed guard saw kgraft.lower(model); the stand-in changes it
 def test_graph_argument_stands_for_its_source(guard):
     model = small_model()
     graph = kgraft.lower(model)
@@ -91,7 +97,8 @@ def test_graph_argument_stands_for_its_source(guard):
         g[0].meta["source"].get_layer("d2").bias.assign(np.ones(2, "float32"))
 
     guard.wrap(builds_and_tampers, "kgraft.build")([graph])
-    assert len(guard.problems) == 1 and "weight" in guard.problems[0] and "d2/bias" in guard.problems[0]
+    guard.teardown()
+    assert len(guard.problems) == 1 and "handed to kgraft.build: weight 5 d2/bias" in guard.problems[0]
 
 
 def test_result_sharing_a_layer_is_caught(guard):
@@ -139,6 +146,7 @@ def test_the_fixture_fails_a_test(pytester, kgraft_guard):
             kgraft.lower(keras.Model(x, keras.layers.Dense(2, name="d")(x), name="victim"))
     """)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--import-mode=importlib")
-    kgraft_guard.problems.clear()  # the outer guard saw the same mutation through the inner one
+    kgraft_guard.forget()  # the outer guard saw the same model through the inner one
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*kgraft.lower mutated model 'victim': weight 1 d/bias*"])
+    result.stdout.fnmatch_lines(["*the weights of model 'victim' changed during the test, after it was handed "
+                                 "to kgraft.lower: weight 1 d/bias*"])
