@@ -55,23 +55,23 @@ def inline(graph: Graph) -> Graph:
             target = new.layers.get(names[src.path]) or _renamed(src, names[src.path], frozen)
             copy = clone_node(new, inner, local, target, next_call[target.name])
             next_call[target.name] += 1
-            for i in range(len(inner.outputs)):
-                local[ValueRef(inner.id, i)] = ValueRef(copy.id, i)
+            if copy.id != inner.id:  # an unrenamed call site needs no entry (and is then shared as is)
+                for i in range(len(inner.outputs)):
+                    local[ValueRef(inner.id, i)] = ValueRef(copy.id, i)
         for i, out in enumerate(body.outputs):
-            remap[ValueRef(node.id, i)] = local[out]
+            remap[ValueRef(node.id, i)] = local.get(out, out)
     new.set_inputs(graph.inputs)
     new.set_outputs(remap.get(r, r) for r in graph.outputs)
     return new
 
 
 def _renamed(layer: Layer, name: str, frozen: bool) -> Layer:
-    spec = layer.spec
-    if name != layer.name or frozen:
-        config = {**layer.config, "name": name}
-        if frozen:
-            config["trainable"] = False
-        spec = {**spec, "config": config}
-    return replace(layer, name=name, spec=spec)
+    if name == layer.name and not frozen:
+        return layer  # layers are immutable: nothing to copy
+    config = {**layer.config, "name": name}
+    if frozen:
+        config["trainable"] = False
+    return replace(layer, name=name, spec={**layer.spec, "config": config})
 
 
 def _inner_names(graph: Graph, nested: dict[str, Layer], bodies: dict[str, Graph]) -> dict[tuple, str]:
@@ -84,11 +84,11 @@ def _inner_names(graph: Graph, nested: dict[str, Layer], bodies: dict[str, Graph
             if layer.class_name != INPUT_CLASS:
                 inner[layer.path] = layer.name
     counts = Counter(inner.values())
-    taken = set(outer)
+    taken = outer | set(inner.values())  # a new name avoids these and every name given so far
     final = {}
     for path, name in inner.items():
         keep = counts[name] == 1 and name not in outer
-        final[path] = name if keep else unique_name("_".join(path), taken | set(inner.values()))
+        final[path] = name if keep else unique_name("_".join(path), taken)
         taken.add(final[path])
     return final
 
