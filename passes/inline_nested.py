@@ -15,9 +15,9 @@ be lost, so it is refused.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import ChainMap, Counter
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from ..ir import INPUT_CLASS, Graph, Layer, UnsupportedModelError, ValueRef, VerificationError
 from ..ir.rewrite import clone_node, unique_name
@@ -27,42 +27,108 @@ __all__ = ["InlineNested", "inline"]
 
 
 def inline(graph: Graph) -> Graph:
-    """A copy of ``graph`` with every nested model inlined, depth first."""
-    nested = {name: layer for name, layer in graph.layers.items() if layer.body is not None}
-    if not nested:
+    """A copy of ``graph`` with every nested model inlined (``graph`` itself when none is nested).
+
+    Names are settled level by level, innermost first, on the layers alone (:func:`_settle`);
+    then every call site is copied once, straight into the result (:func:`_expand`). Inlining
+    one level at a time copied each call site once per level above it: O(call sites x depth).
+    """
+    if not any(layer.body is not None for layer in graph.layers.values()):
         return graph
-    bodies = {name: inline(layer.body) for name, layer in nested.items()}
-    names = _inner_names(graph, nested, bodies)
+    first_call: dict[tuple, int] = {}
+    _first_calls(graph, first_call, top=True)
+    final = {layer.path: layer for layer in _settle(graph, first_call).visited.values()}  # by source layer
     new = Graph(graph.name, "Functional")
     new.meta = graph.meta
-    remap: dict[ValueRef, ValueRef] = {}
-    next_call: Counter[str] = Counter()
-    for node in graph.nodes():
-        layer = graph.layers[node.layer]
-        if layer.body is None:
-            clone_node(new, node, remap, layer)
-            continue
-        body = bodies[layer.name]
-        local = _bind_inputs(node, body, remap)
-        frozen = layer.config.get("trainable") is False
-        training = _training(node, body)
-        for inner in body.nodes():
-            if inner.id in body.inputs:
-                continue
-            if training is not None and "training" not in inner.kwargs:
-                inner = replace(inner, kwargs={**inner.kwargs, "training": training})
-            src = body.layers[inner.layer]
-            target = new.layers.get(names[src.path]) or _renamed(src, names[src.path], frozen)
-            copy = clone_node(new, inner, local, target, next_call[target.name])
-            next_call[target.name] += 1
-            if copy.id != inner.id:  # an unrenamed call site needs no entry (and is then shared as is)
-                for i in range(len(inner.outputs)):
-                    local[ValueRef(inner.id, i)] = ValueRef(copy.id, i)
-        for i, out in enumerate(body.outputs):
-            remap[ValueRef(node.id, i)] = local.get(out, out)
+    remap = _expand(graph, new, final, {}, None, Counter(), top=True)
     new.set_inputs(graph.inputs)
     new.set_outputs(remap.get(r, r) for r in graph.outputs)
     return new
+
+
+class _Level(NamedTuple):
+    """One graph, settled: the layers inlining it yields, by name."""
+
+    named: dict[str, Layer]  # those the level above names (InputLayers aside)
+    visited: dict[str, Layer]  # those of its call sites other than its inputs
+    in_order: bool  # whether ``named`` is in the order inlining adds them (else see ``first_call``)
+
+
+def _first_calls(graph: Graph, order: dict[tuple, int], top: bool = False) -> None:
+    """Number the source layers (by path) in the order inlining first calls them (the layers of
+    a nested model that is never called come last, in the order inlining it alone would call them)."""
+    for node in graph.nodes():
+        if top or node.id not in graph.inputs:
+            layer = graph.layers[node.layer]
+            if layer.body is not None:
+                _first_calls(layer.body, order)
+            else:
+                order.setdefault(layer.path, len(order))
+    for name, layer in graph.layers.items():
+        if layer.body is not None and not graph.call_sites(name):
+            _first_calls(layer.body, order)
+
+
+def _settle(graph: Graph, first_call: dict[tuple, int]) -> _Level:
+    """Name and freeze the layers of ``graph`` inlined, as inlining one level at a time would,
+    checking each nested call as that would, innermost first."""
+    nested = {name: layer for name, layer in graph.layers.items() if layer.body is not None}
+    if not nested:
+        inputs = set(graph.inputs)
+        called = {node.layer: graph.layers[node.layer] for node in graph.nodes() if node.id not in inputs}
+        return _Level({n: l for n, l in graph.layers.items() if l.class_name != INPUT_CLASS}, called, True)
+    inner = {name: _settle(layer.body, first_call) for name, layer in nested.items()}
+    renames = _inner_names(graph, nested, inner, first_call)
+    inputs = set(graph.inputs)
+    settled: dict[str, Layer] = {}
+    for node in graph.nodes():
+        layer = graph.layers[node.layer]
+        if layer.body is None:
+            if node.id not in inputs:
+                settled.setdefault(layer.name, layer)
+            continue
+        _bind_inputs(node, layer.body, {})
+        _training(node, layer.body)
+        frozen = layer.config.get("trainable") is False
+        part, renamed = inner[layer.name].visited, renames[layer.name]
+        if frozen:
+            part = {renamed.get(name, name): _renamed(src, renamed.get(name, name), True) for name, src in part.items()}
+        elif renamed:  # the few renamed layers change; copying the rest is one C-level dict copy
+            part = dict(part)
+            for old, name in renamed.items():
+                part[name] = _renamed(part.pop(old), name, False)
+        settled.update(part)  # a layer seen before (a model called again) is the same layer
+    return _Level(settled, settled, False)  # an input's layer is an InputLayer, which ``named`` leaves out
+
+
+def _expand(body: Graph, new: Graph, final: dict[tuple, Layer], local: dict[ValueRef, ValueRef],
+            training, next_call: Counter, top: bool = False) -> dict:
+    """Copy the call sites of ``body`` into ``new``, nested calls expanded in place; ``final``
+    maps each source layer's path to the layer it becomes, ``local`` maps values of ``body`` to
+    values of ``new`` where they differ, and is returned. Top-level call sites keep their call
+    indices, inlined ones are numbered in order of call."""
+    for node in body.nodes():
+        if not top and node.id in body.inputs:
+            continue
+        layer = body.layers[node.layer]
+        if layer.body is not None:
+            own = _training(node, layer.body)
+            inner = _expand(layer.body, new, final, _bind_inputs(node, layer.body, local),
+                            training if own is None else own, next_call)
+            for i, out in enumerate(layer.body.outputs):
+                local[ValueRef(node.id, i)] = inner.get(out, out)
+        elif top:
+            clone_node(new, node, local, layer)
+        else:
+            if training is not None and "training" not in node.kwargs:
+                node = replace(node, kwargs={**node.kwargs, "training": training})
+            target = final[layer.path]
+            copy = clone_node(new, node, local, target, next_call[target.name])
+            next_call[target.name] += 1
+            if copy.id != node.id:  # an unrenamed call site needs no entry (and is shared as is)
+                for i in range(len(node.outputs)):
+                    local[ValueRef(node.id, i)] = ValueRef(copy.id, i)
+    return local
 
 
 def _renamed(layer: Layer, name: str, frozen: bool) -> Layer:
@@ -74,23 +140,28 @@ def _renamed(layer: Layer, name: str, frozen: bool) -> Layer:
     return replace(layer, name=name, spec={**layer.spec, "config": config})
 
 
-def _inner_names(graph: Graph, nested: dict[str, Layer], bodies: dict[str, Graph]) -> dict[tuple, str]:
-    """Final name of each inlined layer (by qualified path): kept if unique, else path-joined."""
+def _inner_names(graph: Graph, nested: dict[str, Layer], inner: dict[str, _Level],
+                 first_call: dict[tuple, int]) -> dict[str, dict[str, str]]:
+    """New names of inlined layers, per nested layer: a name is kept if unique, else replaced by
+    the qualified path joined by ``_`` (made unique), given in the order inlining adds the
+    layers. Only the changes are listed."""
     outer = {name for name, layer in graph.layers.items() if layer.body is None}
-    inner: dict[tuple, str] = {}
-    for name in nested:
-        body = bodies[name]
-        for layer in body.layers.values():
-            if layer.class_name != INPUT_CLASS:
-                inner[layer.path] = layer.name
-    counts = Counter(inner.values())
-    taken = outer | set(inner.values())  # a new name avoids these and every name given so far
-    final = {}
-    for path, name in inner.items():
-        keep = counts[name] == 1 and name not in outer
-        final[path] = name if keep else unique_name("_".join(path), taken)
-        taken.add(final[path])
-    return final
+    counts = Counter(n for nest in nested for n in inner[nest].named) if len(nested) > 1 else None
+    taken = ChainMap(dict.fromkeys(outer), *(inner[nest].named for nest in nested), {})  # a new name avoids
+    renames: dict[str, dict[str, str]] = {}
+    for nest in nested:
+        table, in_order = inner[nest].named, inner[nest].in_order
+        if counts is None and not in_order:  # one nested model: its names clash only with outer ones
+            clashes = [n for n in outer if n in table]
+        else:
+            clashes = [n for n in table if n in outer or counts is not None and counts[n] > 1]
+        if not in_order:
+            clashes.sort(key=lambda n: first_call[table[n].path])
+        renames[nest] = {}
+        for name in clashes:
+            renames[nest][name] = new = unique_name("_".join(table[name].path), taken)
+            taken.maps[-1][new] = None
+    return renames
 
 
 def _training(node, body: Graph):
