@@ -448,6 +448,14 @@ REJECTED = {
                                     r"inbound_nodes of 'a' is not a list"),
     "input endpoint of 4 items": ("keras3", _set(("config", "input_layers", 1), ["b", 0, 0, 0]),
                                   r"input_layers of model 'm' is .*\(expected \[layer name, node index, tensor index\]"),
+    "cycle": ("keras3", _set(("config", "layers", 4, "inbound_nodes", 0, "args", 0, 1, "config", "keras_history"),
+                             ["out", 0, 0]), r"the layers of 'm' form a cycle"),
+    "dangling ref": ("keras3", _set(("config", "layers", 5, "inbound_nodes", 0, "args", 0, "config",
+                                     "keras_history"), ["nowhere", 0, 0]), r"uses 'nowhere#0', which the config"),
+    "node index out of range": ("legacy", _set(("config", "layers", 4, "inbound_nodes", 0, 1, 1), 2),
+                                r"uses 'shared#2', which the config does not define"),
+    "unknown class": ("keras3", _set(("config", "layers", 5, "class_name"), "NoSuchLayer"),
+                      r"unknown layer class 'NoSuchLayer'.*custom_objects="),
     "node index a string": ("legacy", _set(("config", "layers", 3, "inbound_nodes", 0, 0, 1), "x"),
                             r"bad tensor reference \['shared', 'x', 0\]"),
 }
@@ -522,3 +530,20 @@ def test_other_arguments_of_a_nested_call_are_refused():
     ours = build(lower_config(config), weights=False)
     with pytest.raises(kgraft.UnsupportedModelError, match=r"passes mask=0\.5 to nested model 'seq'.*drop"):
         kgraft.flatten(ours)
+
+
+@pytest.mark.parametrize("suffix, damage, message", [
+    (".keras", lambda data: b"\x00garbage" * 10, r"is corrupt or unreadable: BadZipFile"),
+    (".keras", lambda data: data[: len(data) // 2], r"is corrupt or unreadable"),
+    (".keras", lambda data: _drop(data, "config.json"), r"is corrupt or unreadable: KeyError.*config\.json"),
+    (".keras", lambda data: _drop(data, "model.weights.h5"), r"Keras could not load model file"),
+    (".keras", lambda data: with_config(data, ".keras", lambda _: "{"), r"is corrupt or unreadable: JSONDecodeError"),
+    (".h5", lambda data: data[:1000], r"is corrupt or unreadable"),
+    (".h5", lambda data: with_config(data, ".h5", lambda _: "[]"), r"expected a model config dict, got list"),
+])
+def test_damaged_file(suffix, damage, message, model_files, tmp_path):
+    path = tmp_path / f"damaged{suffix}"
+    path.write_bytes(damage(model_files[suffix]))
+    for entry_point in (kgraft.lower, kgraft.flatten):
+        with pytest.raises(KgraftError, match=message):
+            entry_point(str(path))
