@@ -335,3 +335,19 @@ def test_custom_tf_keras_layer_needs_a_keras3_class(tk):
     inputs = inputs_for(model)
     flat = kgraft.flatten(model, custom_objects={"Scale": Keras3Scale})
     assert_close(outputs(flat, inputs), outputs(model, inputs), "flatten with a Keras 3 Scale")
+
+
+def test_other_keras_level_functions(saved):
+    model, _ = saved["branches"]
+    x = inputs_for(model)
+    probe = tk_outputs_of(model, ["a", "norm"], x)
+    assert_close(outputs(kgraft.extract(model, ["a", "norm"]), x), probe, "extract")
+    with_head = kgraft.add_head(model, "norm", keras.layers.Dense(3, name="aux"))
+    assert [tuple(t.shape) for t in with_head.outputs] == [(None, 2), (None, 3)]
+    assert kgraft.downstream(model, "norm") == ["act", "out"]
+
+
+def tk_outputs_of(model, names: list[str], x: list) -> list[np.ndarray]:
+    """Intermediate tensors computed by tf_keras itself."""
+    probe = type(model)(model.inputs, [model.get_layer(n).output for n in names])
+    return outputs(probe, x)
