@@ -95,8 +95,9 @@ def check(model, cut: list[str], results: dict, shape, seed: int) -> float:
     got = {"split": np.asarray(second(list(mid) if len(mid) > 1 else mid[0], training=False)),
            "flatten": np.asarray(results["flatten"](x, training=False))}
     if len(cut) == 1:
-        layer = model.get_layer(cut[0].split(":")[0].split("@")[0])
-        reference = keras.Model(model.input, layer.output)  # the source's own tensors: no new calls
+        name = cut[0].split(":")[0].split("@")[0]  # a layer, or an operation such as ConvNeXt's ``x + y``
+        op = next(o for o in model.operations if o.name == name)
+        reference = keras.Model(model.input, op.output)  # the source's own tensors: no new calls
         got["extract"] = np.asarray(results["extract"](x, training=False))
         want_extract = np.asarray(reference(x, training=False))
     worst = 0.0
