@@ -18,7 +18,7 @@ weights a backend copies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import networkx as nx
@@ -77,25 +77,27 @@ class Node:
         """``(path, ref)`` for every tensor argument, positional first."""
         return iter(self._operands)
 
-    def with_operands(self, fn) -> "Node":
-        """A copy with every operand ``ref`` replaced by ``fn(ref)``."""
-        return Node(self.id, self.layer, self.call_index, map_refs(self.args, fn), map_refs(self.kwargs, fn),
-                    self.outputs)
-
-    def with_outputs(self, outputs: tuple[TensorType, ...]) -> "Node":
-        """A copy with other output types, reusing the operands found for this one."""
+    def with_operands(self, fn, layer: str | None = None, call_index: int | None = None) -> "Node":
+        """A copy with every operand ``ref`` replaced by ``fn(ref)``, optionally as another call
+        (``layer#call_index``). When ``fn`` maps refs to refs, the operand list is mapped rather
+        than searched for again in the new arguments."""
+        layer = self.layer if layer is None else layer
+        k = self.call_index if call_index is None else call_index
+        operands = tuple((path, fn(ref)) for path, ref in self._operands)
+        if not all(isinstance(ref, ValueRef) for _, ref in operands):
+            return Node(Node.make_id(layer, k), layer, k, map_refs(self.args, fn), map_refs(self.kwargs, fn),
+                        self.outputs)
         new = object.__new__(Node)
-        for name in _NODE_FIELDS:
-            object.__setattr__(new, name, getattr(self, name))
-        object.__setattr__(new, "outputs", tuple(outputs))
+        for name, value in (("id", Node.make_id(layer, k)), ("layer", layer), ("call_index", k),
+                            ("args", map_refs(self.args, fn)), ("kwargs", map_refs(self.kwargs, fn)),
+                            ("outputs", self.outputs), ("_operands", operands)):
+            object.__setattr__(new, name, value)
         return new
 
     @staticmethod
     def make_id(layer: str, call_index: int) -> str:
         return f"{layer}#{call_index}"
 
-
-_NODE_FIELDS = tuple(f.name for f in fields(Node))
 
 
 class Graph:

@@ -176,34 +176,47 @@ class _CallDecoder:
     def __init__(self, where: str):
         self.where = where
         self.types: dict[ValueRef, TensorType] = {}
+        self._interned: dict[tuple, TensorType] = {}  # (shape, dtype) -> its checked TensorType
 
     def ref(self, layer: str, node_index: int, tensor_index: int, ttype: TensorType = UNKNOWN) -> ValueRef:
-        if not (isinstance(layer, str) and _is_index(node_index) and _is_index(tensor_index)):
+        if not (type(layer) is str and _is_index(node_index) and _is_index(tensor_index)):
             raise KgraftError(f"corrupt model config in {self.where}: bad tensor reference "
                               f"{[layer, node_index, tensor_index]!r} (expected [layer name, node index, "
                               "tensor index])")
-        ref = ValueRef(Node.make_id(layer, node_index), tensor_index)
+        ref = ValueRef(f"{layer}#{node_index}", tensor_index)
         if ttype.known or ref not in self.types:
             self.types[ref] = ttype
         return ref
 
+    def tensor(self, cfg: Any) -> ValueRef:
+        """A ``__keras_tensor__`` leaf's config, checked as Keras reads it."""
+        hist = cfg.get("keras_history") if isinstance(cfg, dict) else None
+        if not (isinstance(hist, (list, tuple)) and len(hist) == 3):
+            raise KgraftError(f"corrupt model config in {self.where}: tensor without keras_history")
+        if "shape" not in cfg or "dtype" not in cfg:  # Keras reads both
+            raise KgraftError(f"corrupt model config in {self.where}: a tensor without shape or dtype")
+        shape, dtype = cfg["shape"], cfg["dtype"]
+        key = None  # hashable, and only ints or None in the shape (True == 1 must not hit (1,))
+        if (dtype is None or type(dtype) is str) and (shape is None or type(shape) in (list, tuple) and all(
+                type(d) is int or d is None for d in shape)):
+            key = (None if shape is None else tuple(shape), dtype)
+        ttype = self._interned.get(key)
+        if ttype is None:  # a new type: check it (the same shape and dtype recur on most tensors)
+            if dtype is not None and not (isinstance(dtype, str) and dtype in TENSOR_DTYPES):
+                raise KgraftError(f"corrupt model config in {self.where}: a tensor's dtype is {dtype!r}, "
+                                  f"not one of Keras's ({', '.join(sorted(TENSOR_DTYPES))})")
+            ttype = TensorType(_shape(shape, f"a tensor shape in {self.where}"), dtype)
+            if key is not None:
+                self._interned[key] = ttype
+        return self.ref(*hist, ttype)
+
     def tree(self, value: Any) -> Any:
         if isinstance(value, dict):
             if value.get("class_name") == "__keras_tensor__":
-                cfg = value.get("config", {})
-                hist = cfg.get("keras_history") if isinstance(cfg, dict) else None
-                if not (isinstance(hist, (list, tuple)) and len(hist) == 3):
-                    raise KgraftError(f"corrupt model config in {self.where}: tensor without keras_history")
-                if "shape" not in cfg or "dtype" not in cfg:  # Keras reads both
-                    raise KgraftError(f"corrupt model config in {self.where}: a tensor without shape or dtype")
-                dtype = cfg["dtype"]
-                if dtype is not None and not (isinstance(dtype, str) and dtype in TENSOR_DTYPES):
-                    raise KgraftError(f"corrupt model config in {self.where}: a tensor's dtype is {dtype!r}, "
-                                      f"not one of Keras's ({', '.join(sorted(TENSOR_DTYPES))})")
-                return self.ref(*hist, TensorType(_shape(cfg.get("shape"), f"a tensor shape in {self.where}"), dtype))
+                return self.tensor(value.get("config", {}))
             return {k: self.tree(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):  # live configs hold tuples, JSON files lists
-            return [self.tree(v) for v in value]
+            return [self.tree(v) if isinstance(v, (dict, list, tuple)) else v for v in value]
         return value
 
     def call(self, node_data: Any) -> tuple[list, dict]:
@@ -341,14 +354,15 @@ def _add_in_dependency_order(graph: Graph, pending: dict[str, Node], types: dict
     for ref in types:
         n_outputs[ref.node] = max(n_outputs.get(ref.node, 0), ref.index + 1)
     in_order = True
-    for node in pending.values():
+    for position, node in enumerate(pending.values()):
         for _, ref in node.operands():
-            if ref.node not in pending:
+            producer = order.get(ref.node)
+            if producer is None:
                 raise KgraftError(
                     f"corrupt model config: call site {node.id!r} of model {graph.name!r} uses "
                     f"{ref.node!r}, which the config does not define"
                 )
-            in_order = in_order and order[ref.node] < order[node.id]
+            in_order = in_order and producer < position
     if in_order:
         # Every producer is listed before its users (no shared layer called out of order): the
         # lexicographical topological sort below would return the config order unchanged.
@@ -368,5 +382,7 @@ def _add_in_dependency_order(graph: Graph, pending: dict[str, Node], types: dict
             body = graph.layers[node.layer].body
             if body is not None and len(body.outputs) == len(outs):
                 outs = tuple(t if t.known else body.value_type(b) for t, b in zip(outs, body.outputs))
-            node = node.with_outputs(outs)
+            # ``node`` is this function's own until added: settle its types in place (a copy per
+            # call site was a tenth of lowering a big config)
+            object.__setattr__(node, "outputs", outs)
         graph.add_node(node)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .graph import INPUT_CLASS, Graph, Layer, Node, ValueRef
-from .tree import map_refs
 from .types import TensorType
 
 __all__ = ["unique_name", "add_input", "clone_node"]
@@ -39,8 +38,4 @@ def clone_node(graph: Graph, node: Node, remap: dict[ValueRef, ValueRef], layer:
     if layer.name == node.layer and k == node.call_index and not any(ref in remap for _, ref in node.operands()):
         return graph.add_node(node)  # nothing to rename: nodes are immutable, so share it
 
-    def rename(ref: ValueRef) -> ValueRef:
-        return remap.get(ref, ref)
-
-    return graph.add_node(Node(Node.make_id(layer.name, k), layer.name, k, map_refs(node.args, rename),
-                               map_refs(node.kwargs, rename), node.outputs))
+    return graph.add_node(node.with_operands(lambda ref: remap.get(ref, ref), layer.name, k))

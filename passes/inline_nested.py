@@ -137,7 +137,7 @@ def _renamed(layer: Layer, name: str, frozen: bool) -> Layer:
     config = {**layer.config, "name": name}
     if frozen:
         config["trainable"] = False
-    return replace(layer, name=name, spec={**layer.spec, "config": config})
+    return Layer(name, layer.class_name, {**layer.spec, "config": config}, layer.path, layer.handle, layer.body)
 
 
 def _inner_names(graph: Graph, nested: dict[str, Layer], inner: dict[str, _Level],
