@@ -10,6 +10,8 @@ Helpers are exposed as fixtures (tests/ is not a package and pytest runs with
   from a batch, so that a ``weights=None`` network's activations stay O(1) instead of vanishing
   (~1e-9 after MobileNetV2, EfficientNet), which would let any wrong model pass a 1e-5
   comparison; ``assert_input_sensitive(outputs)`` proves they did not;
+* ``brute_split_points(graph)`` -> the split points found by brute force (the oracle of
+  ``split_points``);
 * ``unchanged(*models)`` -> a context manager asserting the models' fingerprints are the same
   after the block (``kgraft.lower``/``kgraft.build`` must never mutate a source model).
 
@@ -45,6 +47,33 @@ SMALL_DIM = 3  # what an unknown (None) non-batch dimension becomes in random in
 
 
 # ---------------------------------------------------------------------------- plain helpers
+def brute_split_points(g) -> list[str]:
+    """Oracle for ``split_points``: values whose removal disconnects every input from every
+    output, by brute force (flat graphs)."""
+    import networkx as nx
+
+    from kgraft.ir import ValueRef
+
+    live = set().union(*(nx.ancestors(g.nx, r.node) | {r.node} for r in g.outputs))
+    h = nx.DiGraph()
+    h.add_edges_from((u, v) for u, v in g.nx.edges() if u in live and v in live)
+    h.add_edges_from(("^src", i) for i in g.inputs if i in live)
+    h.add_edges_from((r.node, "^sink") for r in g.outputs)
+    excluded = set(g.inputs) | {r.node for r in g.outputs}
+    points = []
+    for node_id in g.topological_ids():
+        if node_id not in live or node_id in excluded:
+            continue
+        used = {d["out"] for _, v, d in g.nx.out_edges(node_id, data=True) if v in live}
+        if len(used) != 1:
+            continue
+        cut = h.copy()
+        cut.remove_node(node_id)
+        if not nx.has_path(cut, "^src", "^sink"):
+            points.append(g.value_name(ValueRef(node_id, used.pop())))
+    return points
+
+
 def _flatten_outputs(outputs):
     """``[(key, array), ...]`` for a single tensor, a list/tuple or a dict of outputs."""
     if isinstance(outputs, dict):
@@ -260,6 +289,11 @@ def _enliven_fixture():
 @pytest.fixture(name="assert_input_sensitive", scope="session")
 def _assert_input_sensitive_fixture():
     return assert_input_sensitive
+
+
+@pytest.fixture(name="brute_split_points", scope="session")
+def _brute_split_points_fixture():
+    return brute_split_points
 
 
 @pytest.fixture(name="random_inputs")

@@ -274,27 +274,6 @@ def model_inputs(spec: Spec, seed: int = 0) -> list[np.ndarray]:
     return [rng.standard_normal((3, w)).astype("float32") for w in spec.widths]
 
 
-def brute_split_points(g: Graph) -> list[str]:
-    live = set().union(*(nx.ancestors(g.nx, r.node) | {r.node} for r in g.outputs))
-    h = nx.DiGraph()
-    h.add_edges_from((u, v) for u, v in g.nx.edges() if u in live and v in live)
-    h.add_edges_from(("^src", i) for i in g.inputs if i in live)
-    h.add_edges_from((r.node, "^sink") for r in g.outputs)
-    excluded = set(g.inputs) | {r.node for r in g.outputs}
-    points = []
-    for node_id in g.topological_ids():
-        if node_id not in live or node_id in excluded:
-            continue
-        used = {d["out"] for _, v, d in g.nx.out_edges(node_id, data=True) if v in live}
-        if len(used) != 1:
-            continue
-        cut = h.copy()
-        cut.remove_node(node_id)
-        if not nx.has_path(cut, "^src", "^sink"):
-            points.append(g.value_name(ValueRef(node_id, used.pop())))
-    return points
-
-
 def crossing(g: Graph, k: int) -> list[ValueRef]:
     """Values produced upstream (the model inputs and the first ``k`` call sites in topological
     order) and used downstream, or model outputs among them: always a separator."""
@@ -366,7 +345,7 @@ def input_names(g: Graph) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- the properties
-def check_flatten(s: Subject, fingerprint):
+def check_flatten(s: Subject, fingerprint, brute_split_points):
     """Returns the flattened Keras model (checked against the source)."""
     before = fingerprint(s.model)
     flat = kgraft.flatten(s.model)
@@ -453,25 +432,25 @@ def check_split(s: Subject, data, fingerprint) -> None:
 
 
 # ---------------------------------------------------------------------------- tests
-def check_all(spec: Spec, data, fingerprint) -> None:
+def check_all(spec: Spec, data, fingerprint, brute_split_points) -> None:
     s = subject(spec)
-    flat_keras = check_flatten(s, fingerprint)
+    flat_keras = check_flatten(s, fingerprint, brute_split_points)
     check_extract(s, data, fingerprint, flat_keras)
     check_split(s, data, fingerprint)
 
 
 @FAST
 @given(spec=specs(), data=st.data())
-def test_random_models(spec, data, fingerprint):
+def test_random_models(spec, data, fingerprint, brute_split_points):
     """flatten, split_points, extract and split on one random model (built once per example)."""
-    check_all(spec, data, fingerprint)
+    check_all(spec, data, fingerprint, brute_split_points)
 
 
 @pytest.mark.slow
 @SLOW
 @given(spec=specs(max_ops=12), data=st.data())
-def test_random_models_slow(spec, data, fingerprint):
-    check_all(spec, data, fingerprint)
+def test_random_models_slow(spec, data, fingerprint, brute_split_points):
+    check_all(spec, data, fingerprint, brute_split_points)
 
 
 def test_spec_strategy_covers_the_features():
@@ -527,5 +506,5 @@ REGRESSIONS: dict[str, Spec] = {
 @pytest.mark.parametrize("spec", list(REGRESSIONS.values()), ids=list(REGRESSIONS))
 @settings(FAST, max_examples=5)
 @given(data=st.data())
-def test_regression(spec, data, fingerprint):
-    check_all(spec, data, fingerprint)
+def test_regression(spec, data, fingerprint, brute_split_points):
+    check_all(spec, data, fingerprint, brute_split_points)

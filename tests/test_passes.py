@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import textwrap
 
-import networkx as nx
 import pytest
 
 from kgraft import CutError, KgraftError, PipelineError, RefError, passes
@@ -91,28 +90,6 @@ def check_pipeline(g: Graph, parts: list[Graph]) -> None:
     owned = [n for p in parts for n in p.nx if n not in p.inputs]
     assert len(owned) == len(set(owned)), "a call site is computed by two partitions"
     assert compose_symbolic(parts) == symbolic(g)
-
-
-def brute_split_points(g: Graph) -> list[str]:
-    """Oracle: values whose removal disconnects every input from every output (flat graphs)."""
-    live = set().union(*(nx.ancestors(g.nx, r.node) | {r.node} for r in g.outputs))
-    h = nx.DiGraph()
-    h.add_edges_from((u, v) for u, v in g.nx.edges() if u in live and v in live)
-    h.add_edges_from(("^src", i) for i in g.inputs if i in live)
-    h.add_edges_from((r.node, "^sink") for r in g.outputs)
-    excluded = set(g.inputs) | {r.node for r in g.outputs}
-    points = []
-    for node_id in g.topological_ids():
-        if node_id not in live or node_id in excluded:
-            continue
-        used = {d["out"] for _, v, d in g.nx.out_edges(node_id, data=True) if v in live}
-        if len(used) != 1:
-            continue
-        cut = h.copy()
-        cut.remove_node(node_id)
-        if not nx.has_path(cut, "^src", "^sink"):
-            points.append(g.value_name(ValueRef(node_id, used.pop())))
-    return points
 
 
 def input_names(g: Graph) -> list[str]:
@@ -269,7 +246,7 @@ def test_symbolic_oracle_sees_changes():
     assert symbolic(g) == symbolic(ir(DIAMOND))
 
 
-def test_brute_split_points_oracle_on_known_graphs():
+def test_brute_split_points_oracle_on_known_graphs(brute_split_points):
     assert brute_split_points(ir(CHAIN)) == ["a", "b"]
     assert brute_split_points(ir(DIAMOND)) == ["s", "add"]
     assert brute_split_points(ir(INPUT_SKIP)) == []
@@ -285,7 +262,7 @@ def test_brute_split_points_oracle_on_known_graphs():
     (AUX_OUTPUT, ["h"]),
     (MIXED, ["cat", "add"]),
 ], ids=["chain", "diamond", "two-inputs", "long-skip", "input-skip", "aux-output", "mixed"])
-def test_split_points_known_answers(text, expected):
+def test_split_points_known_answers(text, expected, brute_split_points):
     g = ir(text)
     with untouched(g):
         points = passes.split_points(g)
@@ -299,7 +276,7 @@ def test_split_points_multi_output_node_is_not_a_point():
     assert "rnn" not in " ".join(passes.split_points(g))
 
 
-def test_split_points_of_nested_model_are_inlined_refs():
+def test_split_points_of_nested_model_are_inlined_refs(brute_split_points):
     g = ir(NESTED)
     with untouched(g):
         points = passes.split_points(g)
@@ -310,7 +287,7 @@ def test_split_points_of_nested_model_are_inlined_refs():
         resolve(flat, p)
 
 
-def test_split_points_single_output_used_by_several_sites_counts():
+def test_split_points_single_output_used_by_several_sites_counts(brute_split_points):
     g = ir("""
     kgraft.model @fan(%x: f32[?,4]) {
       %s = Dense @s#0(%x) {units=4} : f32[?,4]

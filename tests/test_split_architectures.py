@@ -24,7 +24,6 @@ import functools
 from dataclasses import dataclass
 
 import keras
-import networkx as nx
 import numpy as np
 import pytest
 
@@ -79,28 +78,6 @@ def assert_close(actual: list, expected: list, what: str) -> None:
         assert diff <= ATOL, f"{what}: max abs diff {diff:.3e}"
 
 
-def brute_split_points(g: Graph) -> list[str]:
-    """Oracle: values whose removal disconnects the inputs from the outputs (flat graphs)."""
-    live = set().union(*(nx.ancestors(g.nx, r.node) | {r.node} for r in g.outputs))
-    h = nx.DiGraph()
-    h.add_edges_from((u, v) for u, v in g.nx.edges() if u in live and v in live)
-    h.add_edges_from(("^src", i) for i in g.inputs if i in live)
-    h.add_edges_from((r.node, "^sink") for r in g.outputs)
-    excluded = set(g.inputs) | {r.node for r in g.outputs}
-    points = []
-    for node_id in g.topological_ids():
-        if node_id not in live or node_id in excluded:
-            continue
-        used = {d["out"] for _, v, d in g.nx.out_edges(node_id, data=True) if v in live}
-        if len(used) != 1:
-            continue
-        cut = h.copy()
-        cut.remove_node(node_id)
-        if not nx.has_path(cut, "^src", "^sink"):
-            points.append(g.value_name(ValueRef(node_id, used.pop())))
-    return points
-
-
 def crossing_cut(g: Graph, position: float) -> list[str]:
     """The tensors crossing a topological prefix of ``g`` ending at ``position`` (0..1): a separator."""
     order = g.topological_ids()
@@ -150,7 +127,7 @@ def check_split(c: Case, at, what: str) -> list:
 
 # ---------------------------------------------------------------------------- default run
 @pytest.mark.parametrize("name", NAMES)
-def test_split_points_match_oracle(name, case):
+def test_split_points_match_oracle(name, case, brute_split_points):
     c = case(name)
     assert len(c.points) >= 5, c.points
     flat = passes.inline_nested(c.graph)
