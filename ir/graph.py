@@ -87,11 +87,14 @@ class Node:
         if not all(isinstance(ref, ValueRef) for _, ref in operands):
             return Node(Node.make_id(layer, k), layer, k, map_refs(self.args, fn), map_refs(self.kwargs, fn),
                         self.outputs)
-        new = object.__new__(Node)
-        for name, value in (("id", Node.make_id(layer, k)), ("layer", layer), ("call_index", k),
-                            ("args", map_refs(self.args, fn)), ("kwargs", map_refs(self.kwargs, fn)),
-                            ("outputs", self.outputs), ("_operands", operands)):
-            object.__setattr__(new, name, value)
+        new, init = object.__new__(Node), object.__setattr__  # frozen: set once, here
+        init(new, "id", f"{layer}#{k}")
+        init(new, "layer", layer)
+        init(new, "call_index", k)
+        init(new, "args", map_refs(self.args, fn))
+        init(new, "kwargs", map_refs(self.kwargs, fn))
+        init(new, "outputs", self.outputs)
+        init(new, "_operands", operands)
         return new
 
     @staticmethod

@@ -307,22 +307,25 @@ def _lower_functional(cfg: dict, path: tuple[str, ...]) -> Graph:
         raise KgraftError(f"corrupt model config: Functional model {graph.name!r} has no {' or '.join(missing)}")
     decoder = _CallDecoder(f"model {graph.name!r}")
     pending: dict[str, Node] = {}
+    legacy, nested = False, []  # whether any call is in the legacy format; the nested models' entries
     for entry in cfg["layers"]:
         layer = graph.add_layer(_make_layer(entry, path, functional=True))
         inbound = entry.get("inbound_nodes")
         if not isinstance(inbound, list):  # Keras requires the list, empty for an InputLayer
             raise KgraftError(f"corrupt model config: inbound_nodes of {layer.name!r} is not a list")
+        if layer.body is not None:
+            nested.append(entry)
         if layer.class_name == INPUT_CLASS:
+            legacy = legacy or any(isinstance(n, list) for n in inbound)
             node = _input_node(layer)
             pending[node.id] = node
             continue
         for k, node_data in enumerate(inbound):
+            legacy = legacy or isinstance(node_data, list)
             args, kwargs = decoder.call(node_data)
-            node = Node(Node.make_id(layer.name, k), layer.name, k, args, kwargs, ())
+            node = Node(f"{layer.name}#{k}", layer.name, k, args, kwargs, ())
             pending[node.id] = node
-    legacy = any(isinstance(n, list) for e in cfg["layers"] if isinstance(e.get("inbound_nodes"), list)
-                 for n in e["inbound_nodes"])
-    from_one = {_layer_name(e, functional=True) for e in cfg["layers"] if _numbers_calls_from_one(e, legacy)}
+    from_one = {_layer_name(e, functional=True) for e in nested if _numbers_calls_from_one(e, legacy)}
 
     def shift(ref: ValueRef) -> ValueRef:
         layer, _, k = ref.node.rpartition("#")
@@ -378,7 +381,9 @@ def _add_in_dependency_order(graph: Graph, pending: dict[str, Node], types: dict
     for node_id in ids:
         node = pending[node_id]
         if not node.outputs:
-            outs = tuple(types.get(ValueRef(node_id, i), UNKNOWN) for i in range(n_outputs.get(node_id, 1)))
+            count = n_outputs.get(node_id, 1)
+            outs = (types.get(ValueRef(node_id), UNKNOWN),) if count == 1 else \
+                tuple(types.get(ValueRef(node_id, i), UNKNOWN) for i in range(count))
             body = graph.layers[node.layer].body
             if body is not None and len(body.outputs) == len(outs):
                 outs = tuple(t if t.known else body.value_type(b) for t, b in zip(outs, body.outputs))

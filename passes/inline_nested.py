@@ -40,7 +40,7 @@ def inline(graph: Graph) -> Graph:
     final = {layer.path: layer for layer in _settle(graph, first_call).visited.values()}  # by source layer
     new = Graph(graph.name, "Functional")
     new.meta = graph.meta
-    remap = _expand(graph, new, final, {}, None, Counter(), top=True)
+    remap = _expand(graph, new, final, {}, None, {}, top=True)
     new.set_inputs(graph.inputs)
     new.set_outputs(remap.get(r, r) for r in graph.outputs)
     return new
@@ -102,7 +102,7 @@ def _settle(graph: Graph, first_call: dict[tuple, int]) -> _Level:
 
 
 def _expand(body: Graph, new: Graph, final: dict[tuple, Layer], local: dict[ValueRef, ValueRef],
-            training, next_call: Counter, top: bool = False) -> dict:
+            training, next_call: dict[str, int], top: bool = False) -> dict:
     """Copy the call sites of ``body`` into ``new``, nested calls expanded in place; ``final``
     maps each source layer's path to the layer it becomes, ``local`` maps values of ``body`` to
     values of ``new`` where they differ, and is returned. Top-level call sites keep their call
@@ -123,8 +123,9 @@ def _expand(body: Graph, new: Graph, final: dict[tuple, Layer], local: dict[Valu
             if training is not None and "training" not in node.kwargs:
                 node = replace(node, kwargs={**node.kwargs, "training": training})
             target = final[layer.path]
-            copy = clone_node(new, node, local, target, next_call[target.name])
-            next_call[target.name] += 1
+            k = next_call.get(target.name, 0)
+            copy = clone_node(new, node, local, target, k)
+            next_call[target.name] = k + 1
             if copy.id != node.id:  # an unrenamed call site needs no entry (and is shared as is)
                 for i in range(len(node.outputs)):
                     local[ValueRef(node.id, i)] = ValueRef(copy.id, i)
