@@ -196,10 +196,13 @@ class _CallDecoder:
         if "shape" not in cfg or "dtype" not in cfg:  # Keras reads both
             raise KgraftError(f"corrupt model config in {self.where}: a tensor without shape or dtype")
         shape, dtype = cfg["shape"], cfg["dtype"]
+        if shape is None:  # Keras rebuilds the tensor, and a tensor must have a rank
+            raise KgraftError(f"corrupt model config in {self.where}: a tensor's shape is null "
+                              "(Keras requires a list of sizes)")
         key = None  # hashable, and only ints or None in the shape (True == 1 must not hit (1,))
-        if (dtype is None or type(dtype) is str) and (shape is None or type(shape) in (list, tuple) and all(
-                type(d) is int or d is None for d in shape)):
-            key = (None if shape is None else tuple(shape), dtype)
+        if (dtype is None or type(dtype) is str) and type(shape) in (list, tuple) and all(
+                type(d) is int or d is None for d in shape):
+            key = (tuple(shape), dtype)
         ttype = self._interned.get(key)
         if ttype is None:  # a new type: check it (the same shape and dtype recur on most tensors)
             if dtype is not None and not (isinstance(dtype, str) and dtype in TENSOR_DTYPES):

@@ -431,6 +431,8 @@ REJECTED = {
                                                 "m"), r"tensor without keras_history"),
     "tensor shape an int": ("keras3", _set(("config", "layers", 5, "inbound_nodes", 0, "args", 0, "config", "shape"), 0),
                             r"a tensor shape in model 'm' is 0, not a shape"),
+    "tensor shape null": ("keras3", _set(("config", "layers", 1, "inbound_nodes", 0, "args", 0, "config", "shape"),
+                                         None), r"a tensor's shape is null"),
     "tensor dtype not a dtype": ("keras3", _set(("config", "layers", 5, "inbound_nodes", 0, "args", 0, "config",
                                                  "dtype"), "compile_config"), r"a tensor's dtype is 'compile_config'"),
     "tensor dtype a dict": ("keras3", _set(("config", "layers", 5, "inbound_nodes", 0, "args", 0, "config",
