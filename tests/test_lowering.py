@@ -419,7 +419,7 @@ def test_config_cycle_is_reported():
     cfg = small_config()
     layers = cfg["config"]["layers"]
     # add consumes out, out consumes add
-    layers[3]["inbound_nodes"] = [call([kt("shared", 0, 0), kt("out", 0, 0)])]
+    layers[3]["inbound_nodes"] = [call([kt("shared", 0, 0, [None, 4]), kt("out", 0, 0, [None, 2])])]
     with pytest.raises(KgraftError, match="corrupt model config: the layers of 'm' form a cycle"):
         lower_config(cfg)
 
