@@ -123,6 +123,9 @@ class Graph:
         self.inputs: list[str] = []
         self.outputs: list[ValueRef] = []
         self.meta: dict[str, Any] = {}  # opaque, shared by copies: source model, custom_objects
+        # names of nested models inlined away -> {call index: their output values}, so that a ref
+        # to a nested model's own output still resolves after inlining (see kgraft.ir.refs)
+        self.aliases: dict[str, dict[int, list[ValueRef]]] = {}
         self._nodes: dict[str, Node] = {}
         self._seq: dict[str, int] = {}  # when each call site was added
         self._relinked: dict[str, int] = {}  # when replace_node last re-linked one (same clock)
@@ -360,6 +363,7 @@ class Graph:
         new.inputs = list(self.inputs)
         new.outputs = list(self.outputs)
         new.meta = self.meta
+        new.aliases = dict(self.aliases)
         new._nodes = dict(self._nodes)
         new._seq = dict(self._seq)
         new._relinked = dict(self._relinked)

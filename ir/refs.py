@@ -78,33 +78,41 @@ def resolve(graph: Graph, text: str) -> ValueRef:
     ref = parse_ref(text)
     layer = _find_layer(graph, ref.path)
     if layer is None:
+        inlined = graph.aliases.get(ref.path)  # a nested model inlined away: its calls' outputs
+        if inlined is not None and all(v.node in graph for outs in inlined.values() for v in outs):
+            return _select(text, ref, ref.path, inlined, lambda first: ref.path)
         if points_inside(graph, text):
             raise NestedRef(f"{text!r} is inside a nested model of {graph.name!r}; inline nested models first")
         raise RefError(_unknown_message(graph, text))
-    calls = graph.call_sites(layer.name)
+    calls = {c.call_index: [ValueRef(c.id, i) for i in range(len(c.outputs))] for c in graph.call_sites(layer.name)}
     if not calls:
         raise RefError(f"layer {layer.name!r} is not called in model {graph.name!r} (it was pruned)")
+    return _select(text, ref, layer.name, calls, lambda first: graph.value_name(first).rsplit(":", 1)[0])
+
+
+def _select(text: str, ref: Ref, name: str, calls: dict[int, list[ValueRef]], base) -> ValueRef:
+    """The output ``ref`` picks among the call sites ``calls`` (call index -> output values) of
+    layer ``name``; ``base(first output)`` names the call in messages."""
+    options = ", ".join(f"{name}@{k}" for k in calls)
     if ref.call is None:
         if len(calls) > 1:
-            options = ", ".join(f"{layer.name}@{c.call_index}" for c in calls)
-            raise RefError(f"{text!r} is ambiguous: layer {layer.name!r} is shared ({len(calls)} call sites); "
+            raise RefError(f"{text!r} is ambiguous: layer {name!r} is shared ({len(calls)} call sites); "
                            f"pick one: {options}")
-        node = calls[0]
+        outputs = next(iter(calls.values()))
     else:
-        node = next((c for c in calls if c.call_index == ref.call), None)
-        if node is None:
-            options = ", ".join(f"{layer.name}@{c.call_index}" for c in calls)
-            raise RefError(f"{text!r}: layer {layer.name!r} has no call site {ref.call}; it has {options}")
-    n_out = len(node.outputs)
+        outputs = calls.get(ref.call)
+        if outputs is None:
+            raise RefError(f"{text!r}: layer {name!r} has no call site {ref.call}; it has {options}")
+    n_out = len(outputs)
     if ref.output is None:
         if n_out > 1:
-            name = graph.value_name(ValueRef(node.id, 0)).rsplit(":", 1)[0]
-            raise RefError(f"{text!r} is ambiguous: {name!r} has {n_out} outputs; pick one: "
-                           + ", ".join(f"{name}:{i}" for i in range(n_out)))
-        return ValueRef(node.id, 0)
+            call = base(outputs[0])
+            raise RefError(f"{text!r} is ambiguous: {call!r} has {n_out} outputs; pick one: "
+                           + ", ".join(f"{call}:{i}" for i in range(n_out)))
+        return outputs[0]
     if ref.output >= n_out:
-        raise RefError(f"{text!r}: {layer.name!r} has {n_out} output(s) (0..{n_out - 1}), not {ref.output}")
-    return ValueRef(node.id, ref.output)
+        raise RefError(f"{text!r}: {name!r} has {n_out} output(s) (0..{n_out - 1}), not {ref.output}")
+    return outputs[ref.output]
 
 
 def resolve_many(graph: Graph, texts) -> list[ValueRef]:

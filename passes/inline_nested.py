@@ -43,6 +43,11 @@ def inline(graph: Graph) -> Graph:
     remap = _expand(graph, new, final, {}, None, {}, top=True)
     new.set_inputs(graph.inputs)
     new.set_outputs(remap.get(r, r) for r in graph.outputs)
+    new.aliases = dict(graph.aliases)
+    for node in graph.nodes():  # the nested models' own outputs stay addressable by their names
+        if graph.layers[node.layer].body is not None:
+            outputs = [remap[ValueRef(node.id, i)] for i in range(len(graph.layers[node.layer].body.outputs))]
+            new.aliases.setdefault(node.layer, {})[node.call_index] = outputs
     return new
 
 

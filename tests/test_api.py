@@ -446,8 +446,6 @@ def test_split_n_way_pipeline(chain, chain_x):
     assert_close(compose(parts, chain_x), predict(chain, chain_x))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (reported): a ref naming a nested model's own output ('seq') stops "
-                   "resolving when another ref in the same call forces inlining")
 def test_split_ref_to_nested_model_output_mixed_with_inner_ref(chain, chain_x):
     assert len(kgraft.split(chain, "seq")) == 2  # alone it resolves (no inlining needed)
     parts = kgraft.split(chain, ["inner/add@0", ["shared@1", "seq"]])

@@ -386,6 +386,25 @@ def test_qualified_refs_before_and_after_inlining():
         passes.extract(g, outputs=["mid/dense"])
 
 
+def test_nested_model_names_resolve_after_inlining():
+    """A ref to a nested model's own output ('mid@1') names the same tensor before and after
+    inlining, and keeps the shared-layer rules ('mid' alone is ambiguous)."""
+    g = ir(NESTED)
+    flat = passes.inline_nested(g)
+    assert resolve(g, "mid@1") == ValueRef("mid#1", 0)
+    assert resolve(flat, "mid@0") == ValueRef("add#0", 0) and resolve(flat, "mid@1:0") == ValueRef("add#1", 0)
+    with pytest.raises(RefError, match=r"'mid' is ambiguous: layer 'mid' is shared \(2 call sites\); pick one: mid@0, mid@1"):
+        resolve(flat, "mid")
+    with pytest.raises(RefError, match="'mid@2': layer 'mid' has no call site 2; it has mid@0, mid@1"):
+        resolve(flat, "mid@2")
+    with pytest.raises(RefError, match=r"'mid' has 1 output\(s\) \(0..0\), not 1"):
+        resolve(flat, "mid@0:1")
+    # a pipeline that needs inlining for one ref still takes the nested model's name for another
+    parts = passes.split(g, at=["mid/dense@1", "mid@1"])
+    assert [output_names(p) for p in parts[:2]] == [["mid_dense@1"], ["add"]]  # add@1, alone in its part
+    assert passes.prune_unreachable(flat).aliases == flat.aliases  # copies keep them
+
+
 # ---------------------------------------------------------------------------- inline-nested
 def test_inline_nested_three_levels_shared_twice():
     g = ir(NESTED)
