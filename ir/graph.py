@@ -126,6 +126,8 @@ class Graph:
         # names of nested models inlined away -> {call index: their output values}, so that a ref
         # to a nested model's own output still resolves after inlining (see kgraft.ir.refs)
         self.aliases: dict[str, dict[int, list[ValueRef]]] = {}
+        # a model whose outputs are a dict (Keras 3): its keys, in the order of ``outputs``
+        self.output_keys: list[str] | None = None
         self._nodes: dict[str, Node] = {}
         self._seq: dict[str, int] = {}  # when each call site was added
         self._relinked: dict[str, int] = {}  # when replace_node last re-linked one (same clock)
@@ -242,8 +244,13 @@ class Graph:
         self.outputs = [new if r == old else r for r in self.outputs]
         self._touch()
 
-    def set_outputs(self, outputs: Iterable[ValueRef]) -> None:
+    def set_outputs(self, outputs: Iterable[ValueRef], keys: list[str] | None = None) -> None:
+        """New outputs; ``keys`` names them when the model returns a dict (other outputs drop
+        the old keys, which no longer apply)."""
         self.outputs = list(outputs)
+        if keys is not None and len(keys) != len(self.outputs):
+            raise VerificationError(f"{len(keys)} output keys for {len(self.outputs)} outputs of {self.name!r}")
+        self.output_keys = None if keys is None else list(keys)
         self._touch()
 
     def set_inputs(self, inputs: Iterable[str]) -> None:
@@ -364,6 +371,7 @@ class Graph:
         new.outputs = list(self.outputs)
         new.meta = self.meta
         new.aliases = dict(self.aliases)
+        new.output_keys = self.output_keys
         new._nodes = dict(self._nodes)
         new._seq = dict(self._seq)
         new._relinked = dict(self._relinked)

@@ -339,6 +339,7 @@ def _lower_functional(cfg: dict, path: tuple[str, ...]) -> Graph:
         decoder.types = {shift(r): t for r, t in decoder.types.items()}
     inputs = [r.node for r in _endpoints(cfg.get("input_layers", []), "input_layers", graph.name)]
     outputs = [shift(r) for r in _endpoints(cfg.get("output_layers", []), "output_layers", graph.name)]
+    keys = sorted(cfg["output_layers"]) if isinstance(cfg.get("output_layers"), dict) else None
     for ref in outputs:
         decoder.types.setdefault(ref, UNKNOWN)
     _add_in_dependency_order(graph, pending, decoder.types)
@@ -349,7 +350,7 @@ def _lower_functional(cfg: dict, path: tuple[str, ...]) -> Graph:
     for ref in outputs:
         if ref.node not in graph:
             raise KgraftError(f"corrupt model config: output {ref.node!r} of {graph.name!r} is not defined")
-    graph.set_outputs(outputs)
+    graph.set_outputs(outputs, keys)
     return graph
 
 

@@ -42,7 +42,7 @@ def inline(graph: Graph) -> Graph:
     new.meta = graph.meta
     remap = _expand(graph, new, final, {}, None, {}, top=True)
     new.set_inputs(graph.inputs)
-    new.set_outputs(remap.get(r, r) for r in graph.outputs)
+    new.set_outputs((remap.get(r, r) for r in graph.outputs), graph.output_keys)
     new.aliases = dict(graph.aliases)
     for node in graph.nodes():  # the nested models' own outputs stay addressable by their names
         if graph.layers[node.layer].body is not None:

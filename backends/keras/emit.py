@@ -96,7 +96,8 @@ def _functional(graph: Graph) -> dict:
         "trainable": True,
         "layers": list(entries.values()),
         "input_layers": inputs[0] if len(inputs) == 1 else inputs,
-        "output_layers": outputs[0] if len(outputs) == 1 else outputs,
+        "output_layers": dict(zip(graph.output_keys, outputs)) if graph.output_keys is not None
+        else outputs[0] if len(outputs) == 1 else outputs,
     }
 
 
