@@ -83,16 +83,16 @@ class Node:
         than searched for again in the new arguments."""
         layer = self.layer if layer is None else layer
         k = self.call_index if call_index is None else call_index
+        args, kwargs = map_refs(self.args, fn), map_refs(self.kwargs, fn)
         operands = tuple((path, fn(ref)) for path, ref in self._operands)
         if not all(isinstance(ref, ValueRef) for _, ref in operands):
-            return Node(Node.make_id(layer, k), layer, k, map_refs(self.args, fn), map_refs(self.kwargs, fn),
-                        self.outputs)
+            return Node(Node.make_id(layer, k), layer, k, args, kwargs, self.outputs)
         new, init = object.__new__(Node), object.__setattr__  # frozen: set once, here
-        init(new, "id", f"{layer}#{k}")
+        init(new, "id", Node.make_id(layer, k))
         init(new, "layer", layer)
         init(new, "call_index", k)
-        init(new, "args", map_refs(self.args, fn))
-        init(new, "kwargs", map_refs(self.kwargs, fn))
+        init(new, "args", args)
+        init(new, "kwargs", kwargs)
         init(new, "outputs", self.outputs)
         init(new, "_operands", operands)
         return new

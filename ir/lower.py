@@ -179,11 +179,11 @@ class _CallDecoder:
         self._interned: dict[tuple, TensorType] = {}  # (shape, dtype) -> its checked TensorType
 
     def ref(self, layer: str, node_index: int, tensor_index: int, ttype: TensorType = UNKNOWN) -> ValueRef:
-        if not (type(layer) is str and _is_index(node_index) and _is_index(tensor_index)):
+        if not (isinstance(layer, str) and _is_index(node_index) and _is_index(tensor_index)):
             raise KgraftError(f"corrupt model config in {self.where}: bad tensor reference "
                               f"{[layer, node_index, tensor_index]!r} (expected [layer name, node index, "
                               "tensor index])")
-        ref = ValueRef(f"{layer}#{node_index}", tensor_index)
+        ref = ValueRef(Node.make_id(layer, node_index), tensor_index)
         if ttype.known or ref not in self.types:
             self.types[ref] = ttype
         return ref
@@ -326,7 +326,7 @@ def _lower_functional(cfg: dict, path: tuple[str, ...]) -> Graph:
         for k, node_data in enumerate(inbound):
             legacy = legacy or isinstance(node_data, list)
             args, kwargs = decoder.call(node_data)
-            node = Node(f"{layer.name}#{k}", layer.name, k, args, kwargs, ())
+            node = Node(Node.make_id(layer.name, k), layer.name, k, args, kwargs, ())
             pending[node.id] = node
     from_one = {_layer_name(e, functional=True) for e in nested if _numbers_calls_from_one(e, legacy)}
 
@@ -385,9 +385,7 @@ def _add_in_dependency_order(graph: Graph, pending: dict[str, Node], types: dict
     for node_id in ids:
         node = pending[node_id]
         if not node.outputs:
-            count = n_outputs.get(node_id, 1)
-            outs = (types.get(ValueRef(node_id), UNKNOWN),) if count == 1 else \
-                tuple(types.get(ValueRef(node_id, i), UNKNOWN) for i in range(count))
+            outs = tuple(types.get(ValueRef(node_id, i), UNKNOWN) for i in range(n_outputs.get(node_id, 1)))
             body = graph.layers[node.layer].body
             if body is not None and len(body.outputs) == len(outs):
                 outs = tuple(t if t.known else body.value_type(b) for t, b in zip(outs, body.outputs))

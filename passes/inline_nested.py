@@ -45,8 +45,9 @@ def inline(graph: Graph) -> Graph:
     new.set_outputs((remap.get(r, r) for r in graph.outputs), graph.output_keys)
     new.aliases = dict(graph.aliases)
     for node in graph.nodes():  # the nested models' own outputs stay addressable by their names
-        if graph.layers[node.layer].body is not None:
-            outputs = [remap[ValueRef(node.id, i)] for i in range(len(graph.layers[node.layer].body.outputs))]
+        body = graph.layers[node.layer].body
+        if body is not None:
+            outputs = [remap[ValueRef(node.id, i)] for i in range(len(body.outputs))]
             new.aliases.setdefault(node.layer, {})[node.call_index] = outputs
     return new
 

@@ -172,7 +172,7 @@ def test_dict_outputs_keep_their_order_and_types(run_model, random_inputs, max_a
 
 def test_dict_output_structure_is_kept(run_model, random_inputs, max_abs_diff):
     """A model returning a dict comes back returning the same dict (flatten too); a pass that
-    changes the outputs (extract, add_head) returns a list."""
+    changes the outputs (here extract) returns a list."""
     a = keras.Input((3,), name="a")
     model = keras.Model(a, {"y": keras.layers.Dense(1, name="dy")(a), "x": keras.layers.Dense(2, name="dx")(a)})
     x = random_inputs(model)
