@@ -8,11 +8,13 @@ from importlib import import_module
 
 from .ir.errors import (  # noqa: F401
     CutError,
+    EquivalenceError,
     IRParseError,
     KgraftError,
     PassError,
     PipelineError,
     RefError,
+    ShapeError,
     UnknownLayerError,
     UnsupportedModelError,
     VerificationError,
@@ -36,7 +38,8 @@ _LAZY = {
 }
 
 __all__ = ["KgraftError", "RefError", "CutError", "UnsupportedModelError", "UnknownLayerError",
-           "VerificationError", "IRParseError", "PipelineError", "PassError", *_LAZY]
+           "VerificationError", "IRParseError", "PipelineError", "PassError", "EquivalenceError",
+           "ShapeError", *_LAZY]
 
 
 def __getattr__(name: str):

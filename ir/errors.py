@@ -16,6 +16,8 @@ __all__ = [
     "IRParseError",
     "PipelineError",
     "PassError",
+    "EquivalenceError",
+    "ShapeError",
 ]
 
 
@@ -64,3 +66,11 @@ class PipelineError(KgraftError):
 
 class PassError(KgraftError):
     """An unexpected failure inside a pass (a bug); says which passes had already run."""
+
+
+class EquivalenceError(KgraftError):
+    """A result that does not compute what the source computes; names the first differing tensor."""
+
+
+class ShapeError(KgraftError):
+    """A structural change after which a layer's weights no longer fit its new input type."""
