@@ -38,16 +38,25 @@ class UnsupportedModelError(KgraftError):
 
 
 class UnknownLayerError(KgraftError):
-    """Layer classes that neither ``custom_objects`` nor Keras's registry provide."""
+    """Layer classes or Python functions that neither ``custom_objects`` nor Keras's registry provide."""
 
-    def __init__(self, missing: list[str], where: str = "the model"):
+    def __init__(self, missing: list[str], where: str = "the model", functions: list[str] = ()):
         self.missing = sorted(set(missing))
-        names = ", ".join(repr(n) for n in self.missing)
-        example = ", ".join(f"{n!r}: {n.split('>')[-1]}" for n in self.missing)
+        self.functions = sorted(set(functions))
+        found = []
+        if self.missing:
+            names = ", ".join(repr(n) for n in self.missing)
+            found.append(f"unknown layer class{'es' if len(self.missing) > 1 else ''} {names}")
+        if self.functions:
+            names = ", ".join(repr(n) for n in self.functions)
+            found.append(f"unknown function{'s' if len(self.functions) > 1 else ''} {names} (named by a "
+                         "layer's config, e.g. a Lambda's function or a TextVectorization standardize)")
+        every = self.missing + self.functions
+        example = ", ".join(f"{n!r}: {n.split('>')[-1]}" for n in every)
         super().__init__(
-            f"unknown layer class{'es' if len(self.missing) > 1 else ''} {names} in {where}: "
-            f"Keras has no class registered under {'these names' if len(self.missing) > 1 else 'this name'}. "
-            f"Pass the classes explicitly, e.g. custom_objects={{{example}}}, "
+            f"{' and '.join(found)} in {where}: Keras has no object registered under "
+            f"{'these names' if len(every) > 1 else 'this name'}. "
+            f"Pass them explicitly, e.g. custom_objects={{{example}}} (CLI: --custom-objects FILE.py), "
             "or decorate them with @keras.saving.register_keras_serializable()."
         )
 

@@ -27,7 +27,7 @@ from .errors import VerificationError
 from .tree import ValueRef, iter_refs, map_refs
 from .types import UNKNOWN, TensorType
 
-__all__ = ["ValueRef", "Layer", "Node", "Graph", "INPUT_CLASS"]
+__all__ = ["ValueRef", "Layer", "Node", "Graph", "INPUT_CLASS", "nested_call_inputs"]
 
 INPUT_CLASS = "InputLayer"
 
@@ -126,7 +126,9 @@ class Graph:
         # names of nested models inlined away -> {call index: their output values}, so that a ref
         # to a nested model's own output still resolves after inlining (see kgraft.ir.refs)
         self.aliases: dict[str, dict[int, list[ValueRef]]] = {}
-        # a model whose outputs are a dict (Keras 3): its keys, in the order of ``outputs``
+        # a model whose inputs / outputs are a dict (Keras 3): its keys, in the order of ``inputs`` /
+        # ``outputs``
+        self.input_keys: list[str] | None = None
         self.output_keys: list[str] | None = None
         self._nodes: dict[str, Node] = {}
         self._seq: dict[str, int] = {}  # when each call site was added
@@ -229,6 +231,8 @@ class Graph:
             self._relinked.pop(node_id, None)
             if self._uses is not None:
                 self._uses.pop(node_id, None)
+        if self.input_keys is not None:
+            self.input_keys = [k for i, k in zip(self.inputs, self.input_keys) if i not in doomed]
         self.inputs = [i for i in self.inputs if i not in doomed]
         self._touch()
 
@@ -253,8 +257,12 @@ class Graph:
         self.output_keys = None if keys is None else list(keys)
         self._touch()
 
-    def set_inputs(self, inputs: Iterable[str]) -> None:
+    def set_inputs(self, inputs: Iterable[str], keys: list[str] | None = None) -> None:
+        """New inputs; ``keys`` names them when the model takes a dict (as for ``set_outputs``)."""
         self.inputs = list(inputs)
+        if keys is not None and len(keys) != len(self.inputs):
+            raise VerificationError(f"{len(keys)} input keys for {len(self.inputs)} inputs of {self.name!r}")
+        self.input_keys = None if keys is None else list(keys)
         self._touch()
 
     # ------------------------------------------------------------------ queries
@@ -371,6 +379,7 @@ class Graph:
         new.outputs = list(self.outputs)
         new.meta = self.meta
         new.aliases = dict(self.aliases)
+        new.input_keys = self.input_keys
         new.output_keys = self.output_keys
         new._nodes = dict(self._nodes)
         new._seq = dict(self._seq)
@@ -410,3 +419,18 @@ def _as_networkx(graph: Graph) -> nx.MultiDiGraph:
     g._succ = succ
     g._pred = pred
     return g
+
+
+def nested_call_inputs(node: Node, body: Graph) -> list:
+    """The values a call of a nested model passes to each of ``body``'s inputs, in order (``None``
+    where it passes none): its first argument (positional or ``inputs=``), matched by input name
+    when it is a dict, else flattened in order, as Keras's ``Functional`` binds them."""
+    first = node.args[0] if node.args else node.kwargs.get("inputs")
+    inputs = body.input_refs()
+    if isinstance(first, dict):
+        keys = body.input_keys or [body.node(r.node).layer for r in inputs]
+        return [first.get(k) if isinstance(first.get(k), ValueRef) else None for k in keys]
+    flat = [ref for _, ref in iter_refs(first)] if first is not None else []
+    if len(node.args) > 1 and len(flat) < len(inputs):  # tf.keras 2 style: one positional arg per input
+        flat = [ref for _, ref in iter_refs(node.args)]
+    return flat if len(flat) == len(inputs) else flat + [None] * (len(inputs) - len(flat))

@@ -89,8 +89,14 @@ def compute_dtype(spec: dict) -> str | None:
 
 
 def _layer_name(entry: dict, functional: bool = False) -> str:
-    """The layer's name, from its config; a Functional entry repeats it as ``name`` (what refs use)."""
+    """The layer's name, from its config; a Functional entry repeats it as ``name`` (what refs use).
+
+    A custom layer that does not override ``get_config`` has no name in its config (Keras 3 writes
+    it only beside it, in a Functional entry): the entry's name is the layer's then, as Keras reads it.
+    """
     name = entry.get("config", {}).get("name")
+    if name is None and functional:
+        name = entry.get("name")
     if not isinstance(name, str) or not name:
         raise KgraftError(f"corrupt model config: a {entry.get('class_name', '?')} layer entry has no name")
     if functional and entry.get("name") != name:
@@ -275,8 +281,10 @@ def _is_index(value: Any) -> bool:
 
 
 def _endpoints(value: Any, what: str, model: str) -> list[ValueRef]:
-    if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
+    if isinstance(value, (list, tuple)) and len(value) == 3 and isinstance(value[0], str):
         value = [value]
+    if isinstance(value, tuple):  # keras.Model(x, (a, b)) keeps the tuple in a live config
+        value = list(value)
     if isinstance(value, dict):  # Keras 3 may key the outputs of a model with dict outputs;
         value = [value[k] for k in sorted(value)]  # model.outputs flattens them in sorted key order
     if not isinstance(value, list) or not all(
@@ -339,6 +347,7 @@ def _lower_functional(cfg: dict, path: tuple[str, ...]) -> Graph:
         decoder.types = {shift(r): t for r, t in decoder.types.items()}
     inputs = [r.node for r in _endpoints(cfg.get("input_layers", []), "input_layers", graph.name)]
     outputs = [shift(r) for r in _endpoints(cfg.get("output_layers", []), "output_layers", graph.name)]
+    input_keys = sorted(cfg["input_layers"]) if isinstance(cfg.get("input_layers"), dict) else None
     keys = sorted(cfg["output_layers"]) if isinstance(cfg.get("output_layers"), dict) else None
     for ref in outputs:
         decoder.types.setdefault(ref, UNKNOWN)
@@ -346,7 +355,7 @@ def _lower_functional(cfg: dict, path: tuple[str, ...]) -> Graph:
     for node_id in inputs:
         if node_id not in graph or graph.layer_of(node_id).class_name != INPUT_CLASS:
             raise KgraftError(f"corrupt model config: input {node_id!r} of {graph.name!r} is not an InputLayer")
-    graph.set_inputs(inputs)
+    graph.set_inputs(inputs, input_keys)
     for ref in outputs:
         if ref.node not in graph:
             raise KgraftError(f"corrupt model config: output {ref.node!r} of {graph.name!r} is not defined")

@@ -42,6 +42,15 @@ def parse_ref(text: str) -> Ref:
     return Ref(m.group("path"), int(call) if call else None, int(out) if out else None)
 
 
+def _parse_in(graph: Graph, text: str) -> Ref:
+    """``parse_ref``, except that an exact layer name wins over the syntax (a layer named ``enc:1``
+    or ``a@b`` is reached by its name)."""
+    if isinstance(text, str) and (_find_layer(graph, text) is not None or text in graph.aliases or any(
+            _in_body(layer.body, text) for layer in graph.layers.values() if layer.body is not None)):
+        return Ref(text)
+    return parse_ref(text)
+
+
 def _find_layer(graph: Graph, path: str) -> Layer | None:
     if path.startswith(graph.name + "/") and path not in graph.layers:
         path = path[len(graph.name) + 1:]
@@ -53,12 +62,12 @@ def _find_layer(graph: Graph, path: str) -> Layer | None:
 
 def at_top_level(graph: Graph, text: str) -> bool:
     """True when ``text`` names a layer of ``graph`` itself (not one inside a nested model)."""
-    return _find_layer(graph, parse_ref(text).path) is not None
+    return _find_layer(graph, _parse_in(graph, text).path) is not None
 
 
 def points_inside(graph: Graph, text: str) -> bool:
     """True when ``text`` names a layer inside a nested model of ``graph`` (not at its top level)."""
-    ref = parse_ref(text)
+    ref = _parse_in(graph, text)
     if _find_layer(graph, ref.path) is not None:
         return False
     return any(_in_body(layer.body, ref.path) for layer in graph.layers.values() if layer.body is not None)
@@ -75,7 +84,7 @@ def _in_body(body: Graph, path: str) -> bool:
 
 def resolve(graph: Graph, text: str) -> ValueRef:
     """The value ``text`` names in ``graph`` (top level), or a RefError that says what exists."""
-    ref = parse_ref(text)
+    ref = _parse_in(graph, text)
     layer = _find_layer(graph, ref.path)
     if layer is None:
         inlined = graph.aliases.get(ref.path)  # a nested model inlined away: its calls' outputs

@@ -12,7 +12,7 @@ from __future__ import annotations
 import networkx as nx
 
 from .errors import VerificationError
-from .graph import INPUT_CLASS, Graph, Node, ValueRef
+from .graph import INPUT_CLASS, Graph, Node, ValueRef, nested_call_inputs
 
 __all__ = ["verify"]
 
@@ -88,11 +88,5 @@ def _check_node(graph: Graph, by_id: dict[str, Node], node: Node, problems: list
 
 
 def _nested_operands(node: Node, body: Graph, operands: list) -> list:
-    """``(outer operand, body input)`` pairs, bound as inlining binds them: by input name when
-    the call passes one dict, else by position."""
-    inputs = body.input_refs()
-    if len(node.args) == 1 and isinstance(node.args[0], dict):
-        by_name = node.args[0]
-        pairs = [(by_name.get(body.node(r.node).layer), r) for r in inputs]
-        return [(o, r) for o, r in pairs if isinstance(o, ValueRef)]
-    return list(zip((ref for _, ref in operands), inputs)) if len(operands) == len(inputs) else []
+    """``(outer operand, body input)`` pairs, bound as inlining binds them."""
+    return [(o, r) for o, r in zip(nested_call_inputs(node, body), body.input_refs()) if o is not None]

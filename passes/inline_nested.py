@@ -4,10 +4,12 @@ Precondition: none. Guarantee: no layer has a ``body``; every value computes wha
 before. Inner layers keep their names where unique; otherwise they are renamed to their
 qualified path joined by ``_`` (``vgg16_block1_conv1``), and stay addressable as
 ``vgg16/block1_conv1`` through ``Layer.path``. A nested model called twice yields inner layers
-with two call sites each (still one set of weights). Layers of a frozen nested model
-(``trainable=False``) are marked frozen. A nested call's ``training`` argument moves onto the
-inlined calls that set none themselves (as Keras passes it down); any other call argument would
-be lost, so it is refused.
+with two call sites each (still one set of weights), and a layer object that two nested models
+(or a nested model and the outer graph) share stays one layer. Every layer keeps its own
+``trainable`` flag (Keras counts a layer's weights as trainable by its own flag, also inside a
+frozen nested model). A nested call's ``training`` argument goes onto every inlined call, over
+theirs: a Functional called with ``training`` passes it to every operation it calls, so the
+outermost recorded value wins. Any other call argument would be lost, so it is refused.
 
     before: %enc = Functional @enc#0(%x) { ... %d = Dense @d#0(%in) ... return %d }
     after:  %d = Dense @d#0(%x)
@@ -20,6 +22,8 @@ from dataclasses import dataclass, replace
 from typing import ClassVar, NamedTuple
 
 from ..ir import INPUT_CLASS, Graph, Layer, UnsupportedModelError, ValueRef, VerificationError
+from ..ir.graph import nested_call_inputs
+from ..ir.tree import iter_refs
 from ..ir.rewrite import clone_node, unique_name
 from .infra import Pass, register
 
@@ -37,11 +41,16 @@ def inline(graph: Graph) -> Graph:
         return graph
     first_call: dict[tuple, int] = {}
     _first_calls(graph, first_call, top=True)
-    final = {layer.path: layer for layer in _settle(graph, first_call).visited.values()}  # by source layer
+    # by source layer; layers that are one weight owner in the source (one layer object shared by
+    # two nested models, or by a nested model and the outer graph) become one layer
+    owners = {id(l.handle): l for l in graph.layers.values() if l.body is None and l.handle is not None}
+    final = {layer.path: owners.setdefault(id(layer.handle), layer) if layer.handle is not None else layer
+             for layer in _settle(graph, first_call).visited.values()}
     new = Graph(graph.name, "Functional")
     new.meta = graph.meta
-    remap = _expand(graph, new, final, {}, None, {}, top=True)
-    new.set_inputs(graph.inputs)
+    next_call = {name: len(graph.call_sites(name)) for name, l in graph.layers.items() if l.body is None}
+    remap = _expand(graph, new, final, {}, None, next_call, top=True)
+    new.set_inputs(graph.inputs, graph.input_keys)
     new.set_outputs((remap.get(r, r) for r in graph.outputs), graph.output_keys)
     new.aliases = dict(graph.aliases)
     for node in graph.nodes():  # the nested models' own outputs stay addressable by their names
@@ -95,14 +104,11 @@ def _settle(graph: Graph, first_call: dict[tuple, int]) -> _Level:
             continue
         _bind_inputs(node, layer.body, {})
         _training(node, layer.body)
-        frozen = layer.config.get("trainable") is False
         part, renamed = inner[layer.name].visited, renames[layer.name]
-        if frozen:
-            part = {renamed.get(name, name): _renamed(src, renamed.get(name, name), True) for name, src in part.items()}
-        elif renamed:  # the few renamed layers change; copying the rest is one C-level dict copy
+        if renamed:  # the few renamed layers change; copying the rest is one C-level dict copy
             part = dict(part)
             for old, name in renamed.items():
-                part[name] = _renamed(part.pop(old), name, False)
+                part[name] = _renamed(part.pop(old), name)
         settled.update(part)  # a layer seen before (a model called again) is the same layer
     return _Level(settled, settled, False)  # an input's layer is an InputLayer, which ``named`` leaves out
 
@@ -120,13 +126,13 @@ def _expand(body: Graph, new: Graph, final: dict[tuple, Layer], local: dict[Valu
         if layer.body is not None:
             own = _training(node, layer.body)
             inner = _expand(layer.body, new, final, _bind_inputs(node, layer.body, local),
-                            training if own is None else own, next_call)
+                            own if training is None else training, next_call)
             for i, out in enumerate(layer.body.outputs):
                 local[ValueRef(node.id, i)] = inner.get(out, out)
         elif top:
             clone_node(new, node, local, layer)
         else:
-            if training is not None and "training" not in node.kwargs:
+            if training is not None and node.kwargs.get("training") is not training:
                 node = replace(node, kwargs={**node.kwargs, "training": training})
             target = final[layer.path]
             k = next_call.get(target.name, 0)
@@ -138,12 +144,10 @@ def _expand(body: Graph, new: Graph, final: dict[tuple, Layer], local: dict[Valu
     return local
 
 
-def _renamed(layer: Layer, name: str, frozen: bool) -> Layer:
-    if name == layer.name and not frozen:
+def _renamed(layer: Layer, name: str) -> Layer:
+    if name == layer.name:
         return layer  # layers are immutable: nothing to copy
     config = {**layer.config, "name": name}
-    if frozen:
-        config["trainable"] = False
     return Layer(name, layer.class_name, {**layer.spec, "config": config}, layer.path, layer.handle, layer.body)
 
 
@@ -173,10 +177,11 @@ def _inner_names(graph: Graph, nested: dict[str, Layer], inner: dict[str, _Level
 
 def _training(node, body: Graph):
     """The ``training`` argument of a nested model's call; other call arguments cannot be inlined."""
-    other = {k: v for k, v in node.kwargs.items() if k != "training" and v is not None}
+    other = {k: v for k, v in node.kwargs.items() if k not in ("training", "inputs") and not _nothing(v)}
     if other:
+        shown = ", ".join(f"{k}=<a tensor>" if iter_refs(v) else f"{k}={v!r}" for k, v in other.items())
         raise UnsupportedModelError(
-            f"call site {node.id!r} passes {', '.join(f'{k}={v!r}' for k, v in other.items())} to nested "
+            f"call site {node.id!r} passes {shown} to nested "
             f"model {body.name!r}; inlining it would drop the argument{'s' if len(other) > 1 else ''}. "
             f"Keep the model nested (refs like '{body.name}/<layer>' still work where no inlining is needed) "
             "or call the nested model without it."
@@ -184,18 +189,23 @@ def _training(node, body: Graph):
     return node.kwargs.get("training")
 
 
+def _nothing(value) -> bool:
+    """``None``, or a structure of ``None`` s (``mask={'images': None}``): an argument that says nothing."""
+    if isinstance(value, dict):
+        return all(_nothing(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_nothing(v) for v in value)
+    return value is None
+
+
 def _bind_inputs(node, body: Graph, remap: dict[ValueRef, ValueRef]) -> dict[ValueRef, ValueRef]:
-    """Map the body's inputs to the call site's (renamed) operands, by name for dict inputs."""
-    inputs = body.input_refs()
-    if len(node.args) == 1 and isinstance(node.args[0], dict):
-        by_name = node.args[0]
-        operands = [by_name.get(body.node(r.node).layer) for r in inputs]
-    else:
-        operands = [ref for path, ref in node.operands() if path[0] == "args"]
-    if len(operands) != len(inputs) or any(o is None for o in operands):
+    """Map the body's inputs to the call site's (renamed) operands."""
+    inputs, operands = body.input_refs(), nested_call_inputs(node, body)
+    passed = [o for o in operands if o is not None]
+    if len(passed) != len(inputs):
         raise VerificationError(
-            f"call site {node.id!r} passes {len(operands)} tensor(s) to nested model "
-            f"{body.name!r}, which has {len(inputs)} input(s)"
+            f"call site {node.id!r} passes {len(passed)} tensor(s) to nested "
+            f"model {body.name!r}, which has {len(inputs)} input(s)"
         )
     return {inner: remap.get(outer, outer) for inner, outer in zip(inputs, operands)}
 

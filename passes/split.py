@@ -119,7 +119,10 @@ def cut_sides(graph: Graph, cut: list[ValueRef], label: str) -> tuple[set[str], 
     what = (f"split: {label!r} is not a split point" if len(cut) == 1 else
             f"split: the cut {{{label}}} does not separate the model's inputs from its outputs")
     downstream = require_separator(graph, cut, what, targets=outputs_after(graph, cut))
-    upstream = set(graph.topological_ids()) - downstream
+    # what the upstream side needs runs there, also where it reads only cut values (a mask derived
+    # from an input that both sides use): its outputs then cross like any other
+    upstream = graph.reach(set(graph.topological_ids()) - downstream, forward=False)
+    downstream -= upstream
     return upstream, _crossing(graph, upstream, downstream, cut)
 
 

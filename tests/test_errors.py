@@ -199,7 +199,7 @@ def test_subclassed_model_file_is_unsupported(tmp_path):
     model(np.ones((1, 3), "float32"))
     path = tmp_path / "sub.keras"
     model.save(path)
-    with pytest.raises(UnsupportedModelError, match=r"Subclassed 'sub_file' has no 'layers' list.*subclassed"):
+    with pytest.raises(UnsupportedModelError, match=r"model 'sub_file' is a subclassed keras.Model \(Subclassed\) with no functional graph"):
         kgraft.lower(path, custom_objects={"Subclassed": Subclassed})
 
 
@@ -295,7 +295,7 @@ def test_keras_weights_file(tmp_path):
 def test_directory_named_like_a_model(tmp_path):
     path = tmp_path / "dir.keras"
     path.mkdir()
-    with pytest.raises(KgraftError, match="is corrupt or unreadable"):
+    with pytest.raises(KgraftError, match=r"has no config.json: expected an unzipped .keras archive"):
         kgraft.lower(path)
 
 

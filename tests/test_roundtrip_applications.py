@@ -110,6 +110,9 @@ def perturb_constant_weights(model, seed: int = 0) -> None:
             scale = rng.uniform(0.5, 1.5, value.shape) if "variance" in var.path else None
             new = value * scale if scale is not None else value + 0.1 * rng.standard_normal(value.shape)
             var.assign(new.astype(value.dtype))
+    for layer in model.layers:  # as adapt() does: a Normalization computes with what it finalized
+        if hasattr(layer, "finalize_state"):
+            layer.finalize_state()
     constant = [v.path for v in model.weights if _is_constant_float(np.asarray(v.numpy()))]
     assert constant == [], f"weights still constant: {constant}"
 

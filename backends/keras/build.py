@@ -1,85 +1,235 @@
-"""Build runnable ``keras.Model`` s from IR graphs, with weights copied from the source layers.
+"""Build runnable ``keras.Model`` s from IR graphs, with all layer state copied from the source.
 
-Keras builds the model from the emitted config (so layers behave exactly as Keras defines
-them); weights are then assigned variable to variable from the source layers, without a
-round trip through numpy. Shared layers stay shared: one layer object, one set of weights.
+The builder does what Keras's own ``Functional.from_config`` does — deserialize each layer from
+its config, then call it on Keras tensors in topological order — but keys the layer objects by
+*weight owner* (the source layer object, ``Layer.handle``), not by name: a layer shared between
+call sites, between nested models, or between a nested model and the outer graph (an embedding
+tied to the output projection) is one layer object with one set of variables in the result, as
+in the source. A config cannot say that; a graph of calls can.
+
+State is then copied the way Keras's saving carries it (:mod:`.state`): variables, assets
+(vocabularies), and what ``load_own_variables`` finalizes (Normalization statistics).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
-from keras.src.saving.serialization_lib import SafeModeScope
+import networkx as nx
 
-from ...ir import INPUT_CLASS, Graph, KgraftError, verify
+from ...ir import INPUT_CLASS, Graph, KgraftError, Layer, ValueRef, verify
+from ...ir.tree import map_refs
 from .classes import check_classes, classes_from_handles
-from .emit import to_config
+from .internals import SafeModeScope, deserialize_keras_object, deserialize_layer
+from .state import copy_state
 
-__all__ = ["build", "copy_weights", "restore_trainable"]
+__all__ = ["build", "copy_weights"]
 
 
-def build(graph: Graph | list[Graph], *, weights: bool = True):
-    """``keras.Model`` for a graph (a list of models for a list of partitions)."""
+def build(graph: Graph, *, weights: bool = True):
+    """``keras.Model`` for a graph; for a graph that ``split`` returned, see :func:`build_partitions`."""
     if isinstance(graph, (list, tuple)):
         return [build(g, weights=weights) for g in graph]
     if not isinstance(graph, Graph):
         hint = " (lower it first: kgraft.build(kgraft.lower(model)))" if isinstance(graph, keras.Model) else ""
-        raise KgraftError(f"kgraft.build expects a kgraft IR Graph (from kgraft.lower or kgraft.ir.parse) "
-                          f"or a list of them, got {type(graph).__name__}{hint}")
+        raise KgraftError(f"kgraft.build expects a kgraft IR Graph (from kgraft.lower or kgraft.ir.parse), "
+                          f"got {type(graph).__name__}{hint}")
     verify(graph)
     custom = {**classes_from_handles(graph), **graph.meta.get("custom_objects", {})}
     check_classes(graph, custom, f"model {graph.name!r}")
-    config = to_config(graph)
-    cls = keras.Sequential if config["class_name"] == "Sequential" else keras.Model
+    builder = _Builder(custom)
     # Lambda code in the IR came from a live model or a file the user opted into
     # (safe_mode=False at load time), so rebuilding it runs nothing new.
-    try:
-        with SafeModeScope(False), keras.saving.custom_object_scope(custom):
-            model = cls.from_config(config["config"], custom_objects=custom)
-    except Exception as e:
-        raise KgraftError(f"Keras could not rebuild model {graph.name!r}: {type(e).__name__}: {e}") from e
-    restore_trainable(graph, model)
+    with SafeModeScope(False), keras.saving.custom_object_scope(custom):
+        model = builder.model(graph)
+    builder.restore_trainable()
     if weights:
-        copy_weights(graph, model)
+        builder.copy_state()
     return model
 
 
-def restore_trainable(graph: Graph, model) -> None:
-    """Set each layer's ``trainable`` flag from its config, nested models included.
-
-    Keras's ``from_config`` drops a nested model's flag, and setting a model's flag resets its
-    children's, so parents are set first and their children after them.
-    """
+def copy_weights(graph: Graph, model) -> None:
+    """Load the state of every layer of ``graph``'s source into ``model``'s layers of the same names."""
     targets = {layer.name: layer for layer in model.layers}
     for layer in graph.layers.values():
         target = targets.get(layer.name)
         if target is None or layer.class_name == INPUT_CLASS:
             continue
-        flag = layer.config.get("trainable", True)
-        if isinstance(flag, bool) and target.trainable != flag:
-            target.trainable = flag
-        if layer.body is not None:
-            restore_trainable(layer.body, target)
-
-
-def copy_weights(graph: Graph, model) -> None:
-    """Assign every layer's weights from its source layer (``Layer.handle``), recursively."""
-    targets = {layer.name: layer for layer in model.layers}
-    for layer in graph.layers.values():
-        if layer.class_name == INPUT_CLASS or layer.name not in targets:
-            continue
-        target = targets[layer.name]
         if layer.body is not None:
             copy_weights(layer.body, target)
-            continue
-        if layer.handle is None:
-            continue
-        source_vars, target_vars = layer.handle.weights, target.weights
-        if [tuple(v.shape) for v in source_vars] != [tuple(v.shape) for v in target_vars]:
-            raise KgraftError(
-                f"cannot copy the weights of layer {layer.qualified_name!r}: the source has shapes "
-                f"{[tuple(v.shape) for v in source_vars]}, the rebuilt layer "
-                f"{[tuple(v.shape) for v in target_vars]}"
-            )
-        for target_var, source_var in zip(target_vars, source_vars):
-            # a tf_keras source holds tf.Variables, which Keras 3 variables assign directly
-            target_var.assign(source_var.value if isinstance(source_var, keras.Variable) else source_var)
+        elif layer.handle is not None:
+            _copy_layer(layer, target)
+
+
+class _Builder:
+    """Layer objects by weight owner, and the IR layer each was made from."""
+
+    def __init__(self, custom_objects: dict):
+        self.custom = custom_objects
+        self.objects: dict[Any, Any] = {}
+        self.made: list[tuple[Layer, Any]] = []
+
+    def layer(self, layer: Layer):
+        key = ("source", id(layer.handle)) if layer.handle is not None else ("ir", id(layer))
+        obj = self.objects.get(key)
+        if obj is None:
+            obj = self.model(layer.body, layer) if layer.body is not None else self._deserialize(layer)
+            self.objects[key] = obj
+            self.made.append((layer, obj))
+        return obj
+
+    def _deserialize(self, layer: Layer):
+        entry = {**layer.spec, "config": {**layer.config, "name": layer.name}}
+        try:
+            return deserialize_layer(entry, self.custom)
+        except TypeError as e:
+            if "unexpected keyword argument" in str(e) and layer.class_name != INPUT_CLASS:
+                raise KgraftError(
+                    f"layer {layer.qualified_name!r}: Keras cannot rebuild the custom layer class "
+                    f"{layer.class_name} from its config: {e}. Keras passes name, trainable and dtype to "
+                    f"every layer's __init__: give {layer.class_name}.__init__ a **kwargs parameter and "
+                    "pass it on with super().__init__(**kwargs) (or define get_config/from_config)."
+                ) from e
+            raise KgraftError(f"Keras could not rebuild layer {layer.qualified_name!r} ({layer.class_name}) "
+                              f"from its config: {type(e).__name__}: {_one_line(e)}") from e
+        except Exception as e:
+            raise KgraftError(f"Keras could not rebuild layer {layer.qualified_name!r} ({layer.class_name}) "
+                              f"from its config, so its own get_config/from_config round trip is broken: "
+                              f"{type(e).__name__}: {_one_line(e)}") from e
+
+    def model(self, graph: Graph, layer: Layer | None = None):
+        name = layer.name if layer is not None else graph.name
+        if graph.kind == "Sequential" and _is_chain(graph):
+            stack = [self.layer(graph.layers[node.layer]) for node in graph.nodes()]
+            return keras.Sequential(stack, name=name)
+        values: dict[str, list] = {}
+        for node in _call_order(graph):
+            obj = self.layer(graph.layers[node.layer])
+            if node.id in graph.inputs:
+                values[node.id] = [obj.output]
+                continue
+            args, kwargs = _arguments(node, values)
+            try:
+                result = obj(*args, **kwargs)
+            except Exception as e:
+                raise KgraftError(f"Keras could not call layer {node.layer!r} ({graph.layers[node.layer].class_name}) "
+                                  f"at call site {node.id!r} of model {name!r}: {type(e).__name__}: {e}") from e
+            values[node.id] = keras.tree.flatten(result)
+        inputs = [values[i][0] for i in graph.inputs]
+        outputs = [values[r.node][r.index] for r in graph.outputs]
+        return keras.Model(
+            dict(zip(graph.input_keys, inputs)) if graph.input_keys is not None
+            else inputs[0] if len(inputs) == 1 else inputs,
+            dict(zip(graph.output_keys, outputs)) if graph.output_keys is not None
+            else outputs[0] if len(outputs) == 1 else outputs,
+            name=name)
+
+    def restore_trainable(self) -> None:
+        """Each layer's own ``trainable`` flag. Setting a model's flag resets its children's, so
+        models (made after their layers) are set first, then every other layer."""
+        for layer, obj in sorted(self.made, key=lambda pair: pair[0].body is None):
+            flag = layer.config.get("trainable", True)
+            if isinstance(flag, bool) and isinstance(obj, keras.layers.Layer) and obj.trainable != flag:
+                obj.trainable = flag
+
+    def copy_state(self) -> None:
+        for layer, obj in self.made:
+            if layer.body is None and layer.handle is not None and isinstance(obj, keras.layers.Layer):
+                _copy_layer(layer, obj)
+
+
+def _copy_layer(layer: Layer, target) -> None:
+    source = layer.handle
+    if isinstance(source, keras.Operation) and not isinstance(source, keras.layers.Layer):
+        return  # an operation (keras.ops) has no state
+    if isinstance(source, keras.layers.Layer):
+        copy_state(source, target, layer.qualified_name)
+        return
+    # a tf_keras source: its variables are tf.Variables, assigned in order
+    source_vars, target_vars = source.weights, target.weights
+    if [tuple(v.shape) for v in source_vars] != [tuple(v.shape) for v in target_vars]:
+        raise KgraftError(
+            f"cannot copy the weights of layer {layer.qualified_name!r}: the source has shapes "
+            f"{[tuple(v.shape) for v in source_vars]}, the rebuilt layer {[tuple(v.shape) for v in target_vars]}")
+    for target_var, source_var in zip(target_vars, source_vars):
+        target_var.assign(source_var)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+_TOKEN = "\x00kgraft-tensor:"  # stands for a tensor while Keras deserializes a call's other arguments
+
+
+def _arguments(node, values: dict[str, list]) -> tuple[list, dict]:
+    """The call's arguments with Keras tensors for the IR's values and Keras objects for the
+    serialized constants (tuples, dtypes...), as ``functional.deserialize_node`` makes them."""
+    refs: list[ValueRef] = []
+
+    def token(ref: ValueRef) -> str:
+        refs.append(ref)
+        return f"{_TOKEN}{len(refs) - 1}"
+
+    args, kwargs = map_refs(node.args, token), map_refs(node.kwargs, token)
+    args = deserialize_keras_object(args) if _has_objects(args) else args
+    kwargs = deserialize_keras_object(kwargs) if _has_objects(kwargs) else kwargs
+
+    def tensor(leaf):
+        if isinstance(leaf, str) and leaf.startswith(_TOKEN):
+            ref = refs[int(leaf[len(_TOKEN):])]
+            return values[ref.node][ref.index]
+        return leaf
+
+    return _map_leaves(args, tensor), _map_leaves(kwargs, tensor)
+
+
+def _has_objects(tree) -> bool:
+    if isinstance(tree, dict):
+        return "class_name" in tree or any(_has_objects(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return any(_has_objects(v) for v in tree)
+    return False
+
+
+def _map_leaves(tree, fn):
+    if isinstance(tree, list):
+        return [_map_leaves(v, fn) for v in tree]
+    if isinstance(tree, tuple):
+        return tuple(_map_leaves(v, fn) for v in tree)
+    if isinstance(tree, dict):
+        return {k: _map_leaves(v, fn) for k, v in tree.items()}
+    return fn(tree)
+
+
+def _call_order(graph: Graph) -> list:
+    """Call sites in a topological order that calls each layer in call-index order, so that the
+    rebuilt layer's Keras nodes are numbered as the IR numbers its calls (``shared@1`` names the
+    same call in the source and the result), as Keras's ``from_config`` orders them. Where no such
+    order exists (calls of one weight owner merged from several nested models), any topological one."""
+    ids = graph.topological_ids()
+    position = {node_id: i for i, node_id in enumerate(ids)}
+    chains = [(a.id, b.id) for name in graph.layers for a, b in zip(graph.call_sites(name), graph.call_sites(name)[1:])]
+    if all(position[a] < position[b] for a, b in chains):
+        return graph.nodes()
+    deps = nx.DiGraph(graph.nx)
+    deps.add_edges_from(chains)
+    try:
+        ids = list(nx.lexicographical_topological_sort(deps, key=position.__getitem__))
+    except nx.NetworkXUnfeasible:
+        pass
+    return [graph.node(node_id) for node_id in ids]
+
+
+def _is_chain(graph: Graph) -> bool:
+    """Whether a Sequential-declared graph is still one chain of single-use layers."""
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        return False
+    prev = ValueRef(graph.inputs[0])
+    for node in graph.nodes()[1:]:
+        operands = [ref for _, ref in node.operands()]
+        if operands != [prev] or node.kwargs or len(graph.call_sites(node.layer)) != 1:
+            return False
+        prev = ValueRef(node.id)
+    return graph.outputs == [prev]

@@ -13,7 +13,7 @@ import keras
 from ...ir import Graph, Layer, UnknownLayerError
 from ...ir.lower import MODEL_CLASSES
 
-__all__ = ["iter_layers", "missing_classes", "check_classes", "classes_from_handles"]
+__all__ = ["iter_layers", "missing_classes", "missing_functions", "check_classes", "classes_from_handles"]
 
 _KERAS_PACKAGES = ("keras", "keras_hub", "keras_cv", "keras_nlp")  # as serialization_lib
 
@@ -51,22 +51,60 @@ def missing_classes(graph: Graph, custom_objects: dict | None) -> list[str]:
                    for l in iter_layers(graph) if not _resolvable(l, custom)})
 
 
+def missing_functions(graph: Graph, custom_objects: dict | None) -> list[str]:
+    """Python functions the layer configs name (a ``Lambda``'s function, a TextVectorization
+    ``standardize``) that Keras could not find when rebuilding: neither registered, nor in
+    ``custom_objects``, nor in a Keras module."""
+    custom = custom_objects or {}
+    return sorted({name for layer in iter_layers(graph) for name in _functions(layer.config)
+                   if not _function_resolvable(name, custom)})
+
+
+def _functions(config) -> list[str]:
+    found = []
+    if isinstance(config, dict):
+        if config.get("class_name") == "function" and isinstance(config.get("config"), str):
+            registered = config.get("registered_name")
+            name = registered if isinstance(registered, str) and registered != "function" else config["config"]
+            module = config.get("module")
+            return [name] if module in (None, "builtins") or not module.startswith(_KERAS_PACKAGES) else []
+        for value in config.values():
+            found += _functions(value)
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            found += _functions(value)
+    return found
+
+
+def _function_resolvable(name: str, custom: dict) -> bool:
+    return name in custom or name.split(">")[-1] in custom or keras.saving.get_registered_object(name) is not None
+
+
 def check_classes(graph: Graph, custom_objects: dict | None, where: str) -> None:
     missing = missing_classes(graph, custom_objects)
-    if missing:
-        raise UnknownLayerError(missing, where)
+    functions = missing_functions(graph, custom_objects)
+    if missing or functions:
+        raise UnknownLayerError(missing, where, functions)
 
 
 def classes_from_handles(graph: Graph) -> dict[str, type]:
-    """Custom classes of a live source model, so in-memory models need no custom_objects.
+    """Custom classes and functions of a live source model, so in-memory models need no
+    custom_objects. A function is found among the attributes of the layer whose config names it.
 
     Only Keras 3 classes: a ``tf_keras`` layer (built-in or custom) cannot live in a Keras 3 model.
     """
     found = {}
     for layer in iter_layers(graph):
         cls = type(layer.handle) if isinstance(layer.handle, keras.layers.Layer) else None
-        if cls is not None and not cls.__module__.startswith("keras"):
+        if cls is None:
+            continue
+        if not cls.__module__.startswith("keras"):
             found[layer.class_name] = cls
             if layer.spec.get("registered_name"):
                 found[layer.spec["registered_name"]] = cls
+        for name in _functions(layer.config):
+            fn = next((v for v in vars(layer.handle).values()
+                       if callable(v) and getattr(v, "__name__", None) == name.split(">")[-1]), None)
+            if fn is not None:
+                found[name] = fn
     return found

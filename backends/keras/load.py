@@ -20,6 +20,7 @@ import keras
 from ...ir import Graph, KgraftError, TensorType, UnsupportedModelError, lower_config
 from . import legacy
 from .classes import check_classes, iter_layers
+from .internals import graph_config, is_graph_model
 
 __all__ = ["lower", "load_model", "read_file_config"]
 
@@ -38,31 +39,26 @@ def lower(model_or_path, custom_objects: dict | None = None, *, safe_mode: bool 
 
 
 def model_config(model) -> dict:
-    """``{"class_name": ..., "config": ...}`` of a Functional or Sequential model."""
+    """``{"class_name": ..., "config": ...}``: the graph of a Functional (subclasses included, such
+    as keras_hub backbones) or Sequential model."""
     if legacy.is_tf_keras_model(model):
         sequential, functional = legacy.model_classes()
-    else:
-        from keras.src.models.functional import Functional
-
-        sequential, functional = keras.Sequential, Functional
-    if isinstance(model, sequential):
-        return {"class_name": "Sequential", "config": model.get_config()}
-    if not isinstance(model, functional):
-        raise UnsupportedModelError(
-            f"model {model.name!r} is a subclassed keras.Model ({type(model).__name__}): its graph "
-            "lives in Python code, not in a config, so kgraft cannot read it. Build it with the "
-            "functional API (keras.Model(inputs, outputs)) or as a keras.Sequential."
-        )
-    try:
-        config = model.get_config()
-    except Exception as e:
-        raise UnsupportedModelError(f"model {model.name!r}: get_config() failed: {e}") from e
-    if not isinstance(config, dict) or "input_layers" not in config:
-        raise UnsupportedModelError(
-            f"model {model.name!r} ({type(model).__name__}) overrides get_config(), so its "
-            "functional graph cannot be read from the config"
-        )
-    return {"class_name": "Functional", "config": config}
+        if isinstance(model, sequential):
+            return {"class_name": "Sequential", "config": model.get_config()}
+        if isinstance(model, functional):
+            return {"class_name": "Functional", "config": model.get_config()}
+    elif is_graph_model(model):
+        try:
+            return graph_config(model)
+        except Exception as e:
+            raise UnsupportedModelError(f"model {model.name!r} ({type(model).__name__}): Keras could not "
+                                        f"serialize its graph: {type(e).__name__}: {e}") from e
+    raise UnsupportedModelError(
+        f"model {model.name!r} is a subclassed keras.Model ({type(model).__name__}) with no functional "
+        "graph: its computation lives in the Python code of call(), not in a graph kgraft can read. "
+        "Build it with the functional API (keras.Model(inputs, outputs), also from a subclass's __init__) "
+        "or as a keras.Sequential."
+    )
 
 
 def load_model(model_or_path, custom_objects: dict | None = None, *, safe_mode: bool = True):
@@ -74,7 +70,11 @@ def load_model(model_or_path, custom_objects: dict | None = None, *, safe_mode: 
             f"expected a keras.Model or a path to a .keras/.h5 file, got {type(model_or_path).__name__}"
         )
     path = os.fspath(model_or_path)
-    graph = lower_config(read_file_config(path))
+    config = read_file_config(path)
+    try:
+        graph = lower_config(config)
+    except UnsupportedModelError:  # a Functional subclass (keras_hub) stores constructor arguments:
+        graph = _subclass_stub(config)  # check its class; Keras's own loading builds its graph
     lambdas = sorted(l.qualified_name for l in iter_layers(graph) if l.class_name == "Lambda")
     if lambdas and safe_mode:
         raise KgraftError(
@@ -98,6 +98,16 @@ def read_file_config(path: str) -> dict:
     """The model config stored in a ``.keras`` (zip) or ``.h5`` file, without building the model."""
     if not os.path.exists(path):
         raise KgraftError(f"no such model file: {path!r}")
+    if os.path.isdir(path):  # an unzipped .keras archive
+        config_file = os.path.join(path, "config.json")
+        if not os.path.isfile(config_file):
+            raise KgraftError(f"model directory {path!r} has no config.json: expected an unzipped .keras "
+                              "archive (config.json, model.weights.h5, metadata.json)")
+        try:
+            with open(config_file) as f:
+                return json.load(f)
+        except Exception as e:
+            raise KgraftError(f"model directory {path!r}: config.json is unreadable: {type(e).__name__}: {e}") from e
     if not path.endswith(_FILE_SUFFIXES):
         raise KgraftError(f"unsupported model file {path!r}: expected one of {', '.join(_FILE_SUFFIXES)}")
     try:
@@ -115,6 +125,18 @@ def read_file_config(path: str) -> dict:
         raise
     except Exception as e:
         raise KgraftError(f"model file {path!r} is corrupt or unreadable: {type(e).__name__}: {e}") from e
+
+
+def _subclass_stub(config: dict) -> Graph:
+    """A one-layer graph standing for a model whose config holds no graph, so that its class is
+    checked like any layer's before Keras loads it."""
+    from ...ir import Layer
+
+    if not isinstance(config, dict) or not isinstance(config.get("class_name"), str):
+        raise KgraftError("corrupt model config: the model entry has no class_name")
+    stub = Graph("stub")
+    stub.add_layer(Layer(config["class_name"], config["class_name"], {k: v for k, v in config.items()}))
+    return stub
 
 
 def _attach(graph: Graph, model) -> None:
