@@ -25,7 +25,7 @@ __all__ = ["draw"]
               help="Draw a chain of layers with one way in and one way out as one box.")
 @force_option
 @ui_options()
-def draw(model, input_shape, unsafe, out, at, flat, collapse, force, quiet):
+def draw(model, input_shape, unsafe, custom_objects, out, at, flat, collapse, force, quiet):
     """Draw MODEL's graph (SVG, HTML or PNG) with split points and cuts marked.
 
     Chains of layers are collapsed into one box (every split point keeps a line of its own),
@@ -50,7 +50,7 @@ def draw(model, input_shape, unsafe, out, at, flat, collapse, force, quiet):
     check_output(out, force, "-o", directory=False)
     cuts = parse_cuts(at)
     ui = get_ui(quiet)
-    graph = load_graph(model, input_shape=input_shape, unsafe=unsafe, ui=ui)
+    graph = load_graph(model, input_shape=input_shape, unsafe=unsafe, custom_objects=custom_objects, ui=ui)
     target = out or f"{graph.name}.{fmt}"
     if out is None:
         check_output(target, force, "-o", directory=False)

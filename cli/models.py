@@ -30,7 +30,7 @@ def application_names() -> list[str]:
 
 
 def load_graph(model: str, *, input_shape: tuple[int, ...] | None = None, unsafe: bool = False,
-               ui: UI | None = None) -> Graph:
+               custom_objects: dict | None = None, ui: UI | None = None) -> Graph:
     """A graph for MODEL: textual IR is parsed (no TensorFlow), anything else is lowered."""
     ui = ui or UI(quiet=True)
     if is_ir(model):
@@ -46,7 +46,7 @@ def load_graph(model: str, *, input_shape: tuple[int, ...] | None = None, unsafe
 
     if is_file:
         with ui.step(f"loading {model}"):
-            return lower(model, safe_mode=not unsafe)
+            return lower(model, custom_objects, safe_mode=not unsafe)
     keras_model = build_application(model, input_shape, ui)
     with ui.step("lowering to IR"):
         return lower(keras_model)

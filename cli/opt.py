@@ -24,7 +24,7 @@ __all__ = ["opt"]
               help="Check the result numerically against MODEL (partitions are chained) and print the max abs diff.")
 @force_option
 @ui_options()
-def opt(model, input_shape, unsafe, pipeline, print_ir_after_all, out, verify_numbers, force, quiet):
+def opt(model, input_shape, unsafe, custom_objects, pipeline, print_ir_after_all, out, verify_numbers, force, quiet):
     """Run a pass pipeline on MODEL and print the resulting IR (like mlir-opt).
 
     Passes: inline-nested, prune-unreachable, extract{outputs,inputs}, split{at},
@@ -45,7 +45,7 @@ def opt(model, input_shape, unsafe, pipeline, print_ir_after_all, out, verify_nu
     if is_ir(model) and (out or verify_numbers):
         raise UsageError(f"{'-o' if out else '--verify'} needs a Keras model with weights; {model!r} is textual IR")
     ui = get_ui(quiet)
-    graph = load_graph(model, input_shape=input_shape, unsafe=unsafe, ui=ui)
+    graph = load_graph(model, input_shape=input_shape, unsafe=unsafe, custom_objects=custom_objects, ui=ui)
     try:  # like mlir-opt: reject invalid input instead of blaming (or hiding it behind) the first pass
         verify(graph)
     except VerificationError as e:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from ..backends.atomic import check_target
@@ -48,11 +50,41 @@ _model_options = [
     click.option("--input-shape", callback=lambda ctx, param, value: parse_shape(value),
                  help="Input shape for a keras.applications MODEL, e.g. 64,64,3."),
     click.option("--unsafe", is_flag=True, help="Allow Lambda layers in model files (runs their code)."),
+    click.option("--custom-objects", "custom_objects", metavar="FILE.py",
+                 callback=lambda ctx, param, value: custom_objects_from(value),
+                 help="A Python file whose Keras classes and functions (defined or registered there) "
+                      "the model file needs."),
 ]
 
 
+def custom_objects_from(path: str | None) -> dict:
+    """The Keras classes and functions a user's Python file defines or registers, by name."""
+    if path is None:
+        return {}
+    import importlib.util
+
+    if not os.path.isfile(path):
+        raise UsageError(f"--custom-objects: no such file: {path!r}")
+    import keras
+
+    before = dict(keras.saving.get_custom_objects())
+    name = f"kgraft_custom_objects_{abs(hash(os.path.abspath(path)))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise UsageError(f"--custom-objects: {path!r} failed to run: {type(e).__name__}: {e}") from None
+    found = {k: v for k, v in keras.saving.get_custom_objects().items() if before.get(k) is not v}
+    for attr, value in vars(module).items():
+        defined_here = getattr(value, "__module__", None) == name
+        if defined_here and (isinstance(value, type) or callable(value)):
+            found.setdefault(attr, value)
+    return found
+
+
 def model_options(fn):
-    """MODEL, ``--input-shape`` (parsed to a tuple) and ``--unsafe``."""
+    """MODEL, ``--input-shape`` (parsed to a tuple), ``--unsafe`` and ``--custom-objects`` (a dict)."""
     for option in reversed(_model_options):
         fn = option(fn)
     return fn

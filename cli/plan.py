@@ -56,7 +56,7 @@ def _rate(bps: float) -> str:
               help="Estimate layer times as FLOPs / this throughput (e.g. 50e9) instead of measuring them.")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows to show.")
 @ui_options(json_flag=True)
-def plan(model, input_shape, unsafe, bandwidth, edge_slowdown, server_slowdown, rtt, flops_per_s, top, quiet,
+def plan(model, input_shape, unsafe, custom_objects, bandwidth, edge_slowdown, server_slowdown, rtt, flops_per_s, top, quiet,
          as_json):
     """Rank where to split MODEL between an edge device and a server by end-to-end latency.
 
@@ -74,7 +74,7 @@ def plan(model, input_shape, unsafe, bandwidth, edge_slowdown, server_slowdown, 
     from .models import load_graph
 
     ui = get_ui(quiet, as_json)
-    graph = load_graph(model, input_shape=input_shape, unsafe=unsafe, ui=ui)
+    graph = load_graph(model, input_shape=input_shape, unsafe=unsafe, custom_objects=custom_objects, ui=ui)
     profile = None
     if flops_per_s is None and graph.meta.get("source") is None:
         flops_per_s = DEFAULT_FLOPS_PER_S

@@ -35,7 +35,7 @@ def split_point_rows(graph) -> list[dict]:
 @click.option("--nested/--flat", default=True, show_default=True,
               help="Print nested models as nested regions, or inline them first.")
 @ui_options(json_flag=True)
-def show(model, input_shape, unsafe, nested, quiet, as_json):
+def show(model, input_shape, unsafe, custom_objects, nested, quiet, as_json):
     """Print the textual IR of MODEL and a table of its split points.
 
     The table gives, for each split point, the tensor's shape, the bytes per sample that would
@@ -53,7 +53,7 @@ def show(model, input_shape, unsafe, nested, quiet, as_json):
     from .split import format_bytes, format_shape
 
     ui = get_ui(quiet, as_json)
-    graph = load_graph(model, input_shape=input_shape, unsafe=unsafe, ui=ui)
+    graph = load_graph(model, input_shape=input_shape, unsafe=unsafe, custom_objects=custom_objects, ui=ui)
     text = str(graph if nested else inline_nested(graph))
     rows = split_point_rows(graph)
     if as_json:

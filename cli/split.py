@@ -71,7 +71,7 @@ def _total(rows: list[dict]) -> int | None:
 @click.option("--opset", type=int, help="ONNX opset (default 17).")
 @force_option
 @ui_options(json_flag=True)
-def split(model, input_shape, unsafe, at, out_dir, onnx_dir, opset, force, quiet, as_json):
+def split(model, input_shape, unsafe, custom_objects, at, out_dir, onnx_dir, opset, force, quiet, as_json):
     """Cut MODEL into partitions that compose back to it.
 
     Prints what crosses each cut (refs, shape, dtype, bytes per sample), checks numerically
@@ -98,7 +98,7 @@ def split(model, input_shape, unsafe, at, out_dir, onnx_dir, opset, force, quiet
     if is_ir(model) and (out_dir or onnx_dir):
         raise UsageError(f"-o/--onnx need a Keras model with weights; {model!r} is textual IR")
     ui = get_ui(quiet, as_json)
-    graph = load_graph(model, input_shape=input_shape, unsafe=unsafe, ui=ui)
+    graph = load_graph(model, input_shape=input_shape, unsafe=unsafe, custom_objects=custom_objects, ui=ui)
     plan = plan_split(graph, cuts)
     result = {"model": graph.name, "cuts": [], "partitions": partition_rows(plan)}
     for i, cut in enumerate(cuts):

@@ -325,3 +325,53 @@ def test_demo(tmp_path):
     assert result["check"]["max_abs_diff"] <= 1e-5 and result["onnx_max_abs_diff"] <= 1e-4
     assert all(os.path.isfile(p) for paths in result["files"].values() for p in paths)
     fails(kgraft("demo", "-o", tmp_path / "d"), 2, "-o: ")
+
+
+CUSTOM = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="demo")
+class Scale(keras.layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.w
+
+
+def halve(t):
+    return t * 0.5
+'''
+
+
+@pytest.fixture(scope="module")
+def custom_file(tmp_path_factory):
+    """A model file with a custom layer and a Lambda's named function, and the file defining them,
+    written by a separate Python process (as a user's own script would)."""
+    d = tmp_path_factory.mktemp("custom")
+    (d / "objects.py").write_text(CUSTOM)
+    script = ("import importlib.util, keras\n"
+              f"spec = importlib.util.spec_from_file_location('objects', {str(d / 'objects.py')!r})\n"
+              "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+              "x = keras.Input((4,), name='x')\n"
+              "y = keras.layers.Lambda(m.halve, name='half')(m.Scale(name='scale')(keras.layers.Dense(4, name='d')(x)))\n"
+              f"keras.Model(x, keras.layers.Dense(2, name='out')(y)).save({str(d / 'model.keras')!r})\n")
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=300,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return d
+
+
+def test_custom_objects_file_makes_a_custom_model_usable(custom_file):
+    model = custom_file / "model.keras"
+    fails(kgraft("show", model, "--unsafe"), 1, "unknown layer class 'demo>Scale' and unknown function 'halve'")
+    proc = kgraft("show", model, "--unsafe", "--custom-objects", custom_file / "objects.py")
+    assert proc.returncode == 0, proc.stderr
+    assert "Scale @scale#0" in proc.stdout and "scale" in proc.stdout
+    out = custom_file / "parts"
+    proc = kgraft("split", model, "--at", "scale", "-o", out, "--unsafe", "--custom-objects", custom_file / "objects.py")
+    assert proc.returncode == 0, proc.stderr
+    fails(kgraft("show", model, "--custom-objects", custom_file / "nope.py"), 2, "--custom-objects: no such file")
