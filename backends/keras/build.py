@@ -13,6 +13,7 @@ from keras.src.saving.serialization_lib import SafeModeScope
 from ...ir import INPUT_CLASS, Graph, KgraftError, verify
 from .classes import check_classes, classes_from_handles
 from .emit import to_config
+from .weight_plan import copy_planned_weights, shape_error
 
 __all__ = ["build", "copy_weights", "restore_trainable"]
 
@@ -73,13 +74,12 @@ def copy_weights(graph: Graph, model) -> None:
             continue
         if layer.handle is None:
             continue
+        if layer.weight_plan:  # surgery: sliced or folded weights
+            copy_planned_weights(layer, target)
+            continue
         source_vars, target_vars = layer.handle.weights, target.weights
         if [tuple(v.shape) for v in source_vars] != [tuple(v.shape) for v in target_vars]:
-            raise KgraftError(
-                f"cannot copy the weights of layer {layer.qualified_name!r}: the source has shapes "
-                f"{[tuple(v.shape) for v in source_vars]}, the rebuilt layer "
-                f"{[tuple(v.shape) for v in target_vars]}"
-            )
+            raise shape_error(layer, target)
         for target_var, source_var in zip(target_vars, source_vars):
             # a tf_keras source holds tf.Variables, which Keras 3 variables assign directly
             target_var.assign(source_var.value if isinstance(source_var, keras.Variable) else source_var)
