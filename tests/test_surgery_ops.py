@@ -28,14 +28,15 @@ def _chain(name="m"):
 
 
 def _with_stats(model, enliven):
-    """Non-trivial BN statistics and O(1) activations, with every BN's gamma halved: a random deep
-    network at He scale is chaotic (enlivened MobileNetV2 turns a 1e-6 input perturbation into 6e-3
-    at its output), which would amplify float32 rounding past any tolerance; halving makes it
-    contractive, so a comparison at 1e-4 tests the surgery, not the chaos."""
+    """Non-trivial BN statistics and O(1) activations, with every BN's gamma scaled by 0.8: a random
+    deep network at He scale is chaotic (enlivened MobileNetV2 turns a 1e-6 input perturbation into
+    6e-3 at its output), which amplifies float32 rounding past any tolerance (folded: 8e-4); at 0.8
+    it still depends on its input (spread 0.76) and folding differs by 2.5e-6, so a comparison at
+    1e-4 tests the surgery, not the chaos (0.5 made the output vanish)."""
     enliven(model)
     for layer in _all_layers(model):
         if isinstance(layer, L.BatchNormalization):
-            layer.gamma.assign(layer.gamma.numpy() * 0.5)
+            layer.gamma.assign(layer.gamma.numpy() * 0.8)
     return model
 
 
