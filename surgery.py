@@ -37,7 +37,7 @@ def delete_layer(model, ref: str, custom_objects: dict | None = None, check: boo
     graph = lower(model, custom_objects)
     site = locate(graph, ref)
     g, _, calls = layer_sites(graph, site, "delete_layer")
-    frontier = _qualified(site, [g.value_name(r) for c in calls for _, r in c.operands()])
+    frontier = _qualified(site, _feeding(g, calls))
     result = passes.delete_layer(graph, ref=ref)
     return _finish("delete_layer", graph, result, check and _upstream_check(frontier, _changed(graph, site, calls)))
 
@@ -92,7 +92,7 @@ def replace_layer(model, target, new, copy_weights: bool = True, custom_objects:
                               f"{layer.qualified_name!r}, not a Keras layer")
         operands = calls[0].args
         templates[layer.qualified_name] = _lower_call(made, g, operands)
-        frontier += _qualified(Site(chain, ""), [g.value_name(r) for c in calls for _, r in c.operands()])
+        frontier += _qualified(Site(chain, ""), _feeding(g, calls))
         changed |= _changed(graph, Site(chain, name), calls)
         has_weights |= bool(layer.handle is not None and layer.handle.weights)
     result = passes.replace_layer(graph, target=target_text, new=templates, copy_weights=copy_weights and has_weights)
@@ -209,6 +209,13 @@ def _upstream_check(frontier: list[str], changed: set[str]) -> Callable:
         compare_outputs(what, before, after, probes, [repr(r) for r in refs])
 
     return run
+
+
+def _feeding(graph: Graph, calls) -> list[str]:
+    """Refs of the tensors that feed ``calls`` and do not depend on them (a shared layer's later
+    call site may read what its first one changed)."""
+    after = graph.reach(c.id for c in calls)
+    return [graph.value_name(r) for c in calls for _, r in c.operands() if r.node not in after]
 
 
 def _changed(graph: Graph, site: Site, calls) -> set[str]:
