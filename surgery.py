@@ -155,13 +155,13 @@ def delete_channels(model, ref, channels=None, custom_objects: dict | None = Non
     """Remove output ``channels`` of layer ``ref`` and the matching input channels of what reads
     them. Several layers at once (one rebuild): ``ref`` a dict ``{ref: channels}``, or a list of
     refs with ``channels`` a list of lists."""
-    from .passes.delete_channels import _jobs, plan_channels
+    from .ir import verify
+    from .passes.delete_channels import _jobs, apply_plan, plan_channels
 
     graph = lower(model, custom_objects)
     jobs = list(ref.items()) if isinstance(ref, dict) else _jobs(ref, list(channels or []))
-    plan = plan_channels(graph, jobs)
-    result = passes.run(graph, passes.DeleteChannels(ref=[r for r, _ in jobs], channels=[list(c) for _, c in jobs]))
-    built = build(result)
+    plan = plan_channels(graph, jobs)  # what the delete-channels pass does, keeping the plan for the check
+    built = build(verify(apply_plan(plan)))
     if check:
         reference = build(plan.graph)
         for layer_name, zeroed in plan.zeroed.items():
