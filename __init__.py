@@ -35,6 +35,13 @@ _LAZY = {
     "plan": ".api",
     "export_onnx": ".backends.onnx",
     "run_onnx": ".backends.onnx",
+    "delete_layer": ".surgery",
+    "insert_layer": ".surgery",
+    "replace_layer": ".surgery",
+    "set_input_shape": ".surgery",
+    "rename": ".surgery",
+    "fold_batchnorm": ".surgery",
+    "delete_channels": ".surgery",
 }
 
 __all__ = ["KgraftError", "RefError", "CutError", "UnsupportedModelError", "UnknownLayerError",

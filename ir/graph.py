@@ -46,6 +46,8 @@ class Layer:
     path: tuple[str, ...] = ()
     handle: Any = field(default=None, compare=False, repr=False)
     body: "Graph | None" = field(default=None, compare=False, repr=False)
+    # surgery: how to compute this layer's weights from the handle's (kgraft.ir.weight_plan)
+    weight_plan: tuple = field(default=(), compare=False, repr=False)
 
     @property
     def config(self) -> dict:

@@ -21,6 +21,7 @@ from .graph import INPUT_CLASS, Graph, Layer, Node, ValueRef
 from .lower import compute_dtype
 from .nogc import gc_paused
 from .syntax import format_value
+from .weight_plan import describe
 
 __all__ = ["print_graph", "layer_attributes"]
 
@@ -88,6 +89,8 @@ def _print(graph: Graph, depth: int, out: list[str]) -> None:
             out.append(pad + _INDENT + "}")
         else:
             out.append(line)
+        if layer.weight_plan and node.id == graph.call_sites(layer.name)[0].id:  # a comment: parse skips it
+            out.append(pad + _INDENT + f"// weights of {layer.name}: {describe(layer.weight_plan)}")
     out.append(pad + _INDENT + "return " + ", ".join("%" + graph.value_name(r) for r in graph.outputs))
     out.append(pad + "}")
 

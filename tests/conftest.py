@@ -468,8 +468,10 @@ def _shared_objects(model, result) -> list[str]:
 def install_guard(guard: SourceGuard, monkeypatch) -> None:
     """Wrap kgraft's entry points (the public Keras-level functions included) for this test."""
     import kgraft.api
+    import kgraft.surgery
 
-    targets = {**GUARDED, "kgraft.api": (*kgraft.api.__all__, "lower", "build")}
+    targets = {**GUARDED, "kgraft.api": (*kgraft.api.__all__, "lower", "build"),
+               "kgraft.surgery": (*kgraft.surgery.__all__, "lower", "build")}
     wrapped = {}
     for module_name, names in targets.items():
         module = sys.modules[module_name]

@@ -23,6 +23,7 @@ from ...ir.tree import map_refs
 from .classes import check_classes, classes_from_handles
 from .internals import SafeModeScope, deserialize_keras_object, deserialize_layer
 from .state import copy_state
+from .weight_plan import copy_planned_weights, shape_error
 
 __all__ = ["build", "copy_weights"]
 
@@ -143,15 +144,16 @@ def _copy_layer(layer: Layer, target) -> None:
     source = layer.handle
     if isinstance(source, keras.Operation) and not isinstance(source, keras.layers.Layer):
         return  # an operation (keras.ops) has no state
+    if layer.weight_plan:  # surgery: sliced or folded weights
+        copy_planned_weights(layer, target)
+        return
+    source_vars, target_vars = source.weights, target.weights
+    if [tuple(v.shape) for v in source_vars] != [tuple(v.shape) for v in target_vars]:
+        raise shape_error(layer, target)
     if isinstance(source, keras.layers.Layer):
         copy_state(source, target, layer.qualified_name)
         return
     # a tf_keras source: its variables are tf.Variables, assigned in order
-    source_vars, target_vars = source.weights, target.weights
-    if [tuple(v.shape) for v in source_vars] != [tuple(v.shape) for v in target_vars]:
-        raise KgraftError(
-            f"cannot copy the weights of layer {layer.qualified_name!r}: the source has shapes "
-            f"{[tuple(v.shape) for v in source_vars]}, the rebuilt layer {[tuple(v.shape) for v in target_vars]}")
     for target_var, source_var in zip(target_vars, source_vars):
         target_var.assign(source_var)
 
