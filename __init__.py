@@ -35,6 +35,8 @@ _LAZY = {
     "plan": ".api",
     "export_onnx": ".backends.onnx",
     "run_onnx": ".backends.onnx",
+    "export_triton": ".backends.triton",
+    "SplitRunner": ".backends.serve",
 }
 
 __all__ = ["KgraftError", "RefError", "CutError", "UnsupportedModelError", "UnknownLayerError",
