@@ -159,11 +159,12 @@ class SplitRunner:
             missing = [name for name in names if not _ready(client, name)]
             if missing:
                 client.close()
-                raise KgraftError(f"SplitRunner: the server at {self.url} has neither {chain!r} (partitions "
-                                  f"{self.edge}..{n - 1} chained) nor {', '.join(map(repr, missing))}; it has "
-                                  f"{_index(client)}. Serve this export with 'kgraft serve {self.dir} "
-                                  f"--from-partition {self.edge}', or load the Triton repository from "
-                                  "kgraft.export_triton")
+                wanted = f"{chain!r} (partitions {self.edge}..{n - 1} of this export in one model)"
+                if missing != [chain]:
+                    wanted += f" nor {', '.join(map(repr, missing))} (one per partition)"
+                raise KgraftError(f"SplitRunner: the server at {self.url} has no model {wanted}; {_index(client)}. "
+                                  f"Serve this export with 'kgraft serve {self.dir} --from-partition {self.edge}', "
+                                  "or load the Triton repository that kgraft.export_triton writes")
             steps = [(name, *_step_io(self.manifest, i)) for name, i in zip(names, range(self.edge, n))]
         for model, ins, outs in steps:
             _check_metadata(client, self.url, model, ins, outs, self.protocol)
@@ -227,11 +228,11 @@ def _index(client) -> str:
     try:
         index = client.get_model_repository_index()
     except Exception:
-        return "models this client cannot list (no repository extension)"
+        return "it does not list its models (no repository extension)"
     if not isinstance(index, list):  # gRPC: a protobuf message
         index = [{"name": m.name} for m in index.models]
     names = sorted({m["name"] for m in index})
-    return ", ".join(map(repr, names)) if names else "no models"
+    return f"it has {', '.join(map(repr, names))}" if names else "it has no models"
 
 
 def _shape(io: dict) -> list[int]:
