@@ -135,20 +135,24 @@ def _rewrite(proto, part: dict, names: set[str], compress: str, params: dict) ->
         name = io["name"]
         if name not in names:
             continue
+        _set_elem_type(graph.input, name, compress)
+        if not _is_read(graph, name):
+            continue  # only passed through: it leaves as it came, not decoded
         inner = name + _DECODED
         _replace_uses(graph, name, inner)
-        _set_elem_type(graph.input, name, compress)
         decoders.append(_decode(name, inner, compress, params.get(name)))
     encoders = []
     for io in part["outputs"]:
         name = io["name"]
-        if name not in names or io["produced_by"] != index:
+        if name not in names:
+            continue
+        _set_elem_type(graph.output, name, compress)
+        if io["produced_by"] != index:
             continue  # a compressed input passed through: it leaves as it came
         raw = name + _RAW
         for node in graph.node:
             node.output[:] = [raw if o == name else o for o in node.output]
         _replace_uses(graph, name, raw)
-        _set_elem_type(graph.output, name, compress)
         encoders.append(_encode(raw, name, compress, params.get(name)))
     initializers = [t for d in decoders + encoders for t in d[1]]
     nodes = [n for d in decoders for n in d[0]] + list(graph.node) + [n for e in encoders for n in e[0]]
@@ -187,18 +191,26 @@ def _qparams(prefix: str, qparams):
     return names[0], names[1], tensors
 
 
+def _bodies(node):
+    import onnx
+
+    for attr in node.attribute:
+        yield from [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs
+
+
+def _is_read(graph, name: str) -> bool:
+    """Whether a node of ``graph`` (subgraph bodies included) reads tensor ``name``."""
+    return any(name in node.input or any(_is_read(body, name) for body in _bodies(node)) for node in graph.node)
+
+
 def _replace_uses(graph, old: str, new: str, top: bool = True) -> None:
     """Every node (subgraph bodies included) reads ``new`` where it read ``old``; the top
     graph's own outputs keep their names (they are the partition's signature)."""
-    import onnx
-
     for node in graph.node:
         node.input[:] = [new if n == old else n for n in node.input]
-        for attr in node.attribute:
-            bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            for body in bodies:
-                if old not in {v.name for v in body.input}:  # not shadowed
-                    _replace_uses(body, old, new, top=False)
+        for body in _bodies(node):
+            if old not in {v.name for v in body.input}:  # not shadowed
+                _replace_uses(body, old, new, top=False)
     if not top:
         for value in graph.output:
             if value.name == old:
