@@ -114,7 +114,7 @@ class SplitRunner:
             sent += sum(a.nbytes for a in arrays)
             received += sum(r.nbytes for r in results)
             env.update(zip((io["name"] for io in outs), results))
-        self.last_timing = Timing(edge_s, request_s - (server_s or 0.0), server_s if steps else 0.0, sent, received,
+        self.last_timing = Timing(edge_s, request_s - (server_s or 0.0), server_s, sent, received,
                                   len(steps), time.perf_counter() - started)
         return [env[name] for name in self.output_names]
 

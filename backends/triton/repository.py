@@ -35,7 +35,7 @@ import numpy as np
 
 from ...ir import KgraftError
 from ..atomic import check_target, replacing
-from ..serve.chain import chain_io, chain_name, model_name, part_name
+from ..serve.chain import chain_io, chain_name, part_name
 
 __all__ = ["export_triton", "config_proto", "read_config", "PLATFORM"]
 
