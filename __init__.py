@@ -42,6 +42,8 @@ _LAZY = {
     "rename": ".surgery",
     "fold_batchnorm": ".surgery",
     "delete_channels": ".surgery",
+    "export_triton": ".backends.triton",
+    "SplitRunner": ".backends.serve",
 }
 
 __all__ = ["KgraftError", "RefError", "CutError", "UnsupportedModelError", "UnknownLayerError",

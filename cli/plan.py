@@ -55,9 +55,11 @@ def _rate(bps: float) -> str:
 @click.option("--flops-per-s", type=click.FloatRange(min=0, min_open=True),
               help="Estimate layer times as FLOPs / this throughput (e.g. 50e9) instead of measuring them.")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows to show.")
+@click.option("--compress", type=click.Choice(["fp16", "int8"]),
+              help="Count cut tensors as export_onnx(compress=...) sends them (2 or 1 byte per float32).")
 @ui_options(json_flag=True)
-def plan(model, input_shape, unsafe, custom_objects, bandwidth, edge_slowdown, server_slowdown, rtt, flops_per_s, top, quiet,
-         as_json):
+def plan(model, input_shape, unsafe, custom_objects, bandwidth, edge_slowdown, server_slowdown, rtt, flops_per_s, top,
+         compress, quiet, as_json):
     """Rank where to split MODEL between an edge device and a server by end-to-end latency.
 
     Latency per sample = edge time before the cut + transfer (rtt + bytes / bandwidth) +
@@ -86,12 +88,12 @@ def plan(model, input_shape, unsafe, custom_objects, bandwidth, edge_slowdown, s
         with ui.step("measuring each layer with ONNX Runtime (tf2onnx conversion + profiling)"):
             profile = layer_profile(graph.meta["source"])
     rows = plan_split(graph, bandwidth, edge_slowdown, server_slowdown, rtt,
-                      flops_per_s or DEFAULT_FLOPS_PER_S, profile=profile)
+                      flops_per_s or DEFAULT_FLOPS_PER_S, profile=profile, compress=compress)
     shown = [(i, r) for i, r in enumerate(rows, 1) if i <= top or r.label in BASELINES]
     timing = "measured with ONNX Runtime" if profile is not None else f"FLOPs at {flops_per_s / 1e9:g} GFLOP/s"
     if as_json:
         ui.json({"model": graph.name, "bandwidth_bps": bandwidth, "edge_slowdown": edge_slowdown,
-                 "server_slowdown": server_slowdown, "rtt_s": rtt, "layer_times": timing,
+                 "server_slowdown": server_slowdown, "rtt_s": rtt, "layer_times": timing, "compress": compress,
                  "candidates": len(rows),
                  "rows": [{"rank": i, **dataclasses.asdict(r)} for i, r in shown]})
         return

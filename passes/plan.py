@@ -76,6 +76,7 @@ class CostModel:
     server_slowdown: float = 1.0
     rtt_s: float = 0.0
     flops_per_s: float = DEFAULT_FLOPS_PER_S
+    compress: str | None = None  # "fp16" / "int8": float32 cut tensors cross in 2 / 1 bytes per value
 
     def transfer_s(self, nbytes: int) -> float:
         return self.rtt_s + 8 * nbytes / self.bandwidth_bps if nbytes else 0.0
@@ -102,17 +103,25 @@ def _node_seconds(graph: Graph, model: CostModel, profile: dict[str, float] | No
     return {n: flops[n] / model.flops_per_s for n in graph.nx}
 
 
-def _value_bytes(graph: Graph, value: ValueRef) -> int:
-    size = graph.value_type(value).bytes_per_sample
+_COMPRESSED_BYTES = {"fp16": 2, "int8": 1}
+
+
+def _value_bytes(graph: Graph, value: ValueRef, compress: str | None = None) -> int:
+    """Bytes per sample of ``value`` as it crosses a cut; ``compress`` shrinks float32 tensors
+    computed before the cut that are not model outputs, as ``export_onnx(compress=...)`` does."""
+    kind = graph.value_type(value)
+    size = kind.bytes_per_sample
     if size is None:
         raise KgraftError(f"planning needs the size of every tensor, but {graph.value_name(value)!r} has type "
-                          f"{graph.value_type(value)}; give the model a fixed input shape (CLI: --input-shape)")
+                          f"{kind}; give the model a fixed input shape (CLI: --input-shape)")
+    if compress and kind.dtype == "float32" and value.node not in graph.inputs and value not in graph.outputs:
+        return size // 4 * _COMPRESSED_BYTES[compress]
     return size
 
 
 def _row(graph: Graph, model: CostModel, seconds: dict[str, float], label: str, method: str,
          upstream: set[str], crossing: list[ValueRef]) -> PlanRow:
-    nbytes = sum(_value_bytes(graph, v) for v in crossing)
+    nbytes = sum(_value_bytes(graph, v, model.compress) for v in crossing)
     edge = sum(seconds[n] for n in upstream) * model.edge_slowdown
     server = sum(seconds[n] for n in graph.nx if n not in upstream) * model.server_slowdown
     transfer = model.transfer_s(nbytes)
@@ -134,7 +143,7 @@ def min_cut_plan(graph: Graph, model: CostModel, seconds: dict[str, float]) -> s
     for producer, consumer, out in graph.nx.edges(data="out"):
         value = ("^value", producer, out)
         if not flow.has_edge(producer, value):
-            flow.add_edge(producer, value, capacity=8 * _value_bytes(graph, ValueRef(producer, out))
+            flow.add_edge(producer, value, capacity=8 * _value_bytes(graph, ValueRef(producer, out), model.compress)
                           / model.bandwidth_bps)
         flow.add_edge(value, consumer)
         flow.add_edge(consumer, producer)
@@ -144,13 +153,16 @@ def min_cut_plan(graph: Graph, model: CostModel, seconds: dict[str, float]) -> s
 
 def plan_split(graph: Graph, bandwidth_bps: float, edge_slowdown: float = 1.0, server_slowdown: float = 1.0,
                rtt_s: float = 0.0, flops_per_s: float = DEFAULT_FLOPS_PER_S,
-               profile: dict[str, float] | None = None) -> list[PlanRow]:
+               profile: dict[str, float] | None = None, compress: str | None = None) -> list[PlanRow]:
     """Every candidate (all on edge, all on server, each split point, the min-cut), best first.
 
     ``profile`` maps call-site ids of the flat graph to seconds on this machine (measured);
-    without it, FLOPs / ``flops_per_s`` estimate them.
+    without it, FLOPs / ``flops_per_s`` estimate them. ``compress`` ("fp16"/"int8") counts the
+    cut tensors as ``export_onnx(compress=...)`` sends them.
     """
-    model = CostModel(parse_bandwidth(bandwidth_bps), edge_slowdown, server_slowdown, rtt_s, flops_per_s)
+    if compress not in (None, *_COMPRESSED_BYTES):
+        raise KgraftError(f"plan: unknown compress={compress!r}; use 'fp16', 'int8' or None")
+    model = CostModel(parse_bandwidth(bandwidth_bps), edge_slowdown, server_slowdown, rtt_s, flops_per_s, compress)
     for what, value in (("edge_slowdown", edge_slowdown), ("server_slowdown", server_slowdown),
                         ("flops_per_s", flops_per_s)):
         if not value > 0:

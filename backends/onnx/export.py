@@ -39,6 +39,7 @@ from ...ir import Graph, KgraftError, TensorType, ValueRef
 from ...passes.split import plan_split
 from ..atomic import check_target, write_files
 from . import surgery
+from .compress import check_compress, compress_cuts
 from .convert import Unit, check_opset, convert_units
 
 __all__ = ["export", "FORMAT", "MANIFEST"]
@@ -51,7 +52,8 @@ NCHW = [0, 3, 1, 2]  # file tensor = keras tensor transposed by this
 
 
 def export(model, out_dir, at=None, opset=None, *, custom_objects: dict | None = None,
-           overwrite: bool = False, strategy: str = "joint", cut_layout: str = "keras") -> dict:
+           overwrite: bool = False, strategy: str = "joint", cut_layout: str = "keras",
+           compress: str | None = None, calibration=None) -> dict:
     """Write ``model`` split at ``at`` (as in ``kgraft.split``; None = one partition) as ONNX.
 
     ``strategy="joint"`` converts all partitions with one tf2onnx run and cuts the result
@@ -61,6 +63,8 @@ def export(model, out_dir, at=None, opset=None, *, custom_objects: dict | None =
     which saves a Transpose on each side of each cut; the manifest then gives their
     ``layout``, file ``shape``, ``keras_shape`` and ``perm``. Returns the manifest (plus
     ``"dir"``, the absolute output directory, which is not written to the file).
+    ``compress="fp16"|"int8"`` (int8 scales from ``calibration``, an input batch) sends what
+    crosses each cut compressed: see :mod:`.compress`.
     """
     from ..keras import build, load_model, lower
 
@@ -69,6 +73,7 @@ def export(model, out_dir, at=None, opset=None, *, custom_objects: dict | None =
     if cut_layout not in LAYOUTS:
         raise KgraftError(f"export_onnx: unknown cut_layout {cut_layout!r}; use one of {', '.join(LAYOUTS)}")
     opset = check_opset(opset)
+    check_compress(compress, calibration, opset)
     out_dir = os.path.abspath(os.fspath(out_dir))
     check_target(out_dir, overwrite, what="export_onnx")
     started = time.perf_counter()
@@ -112,6 +117,8 @@ def export(model, out_dir, at=None, opset=None, *, custom_objects: dict | None =
                               "conversions": 1 if strategy_used == "joint" else len(units)}
     if reason:
         manifest["conversion"]["fallback_reason"] = reason
+    if compress:
+        protos = compress_cuts(protos, manifest, compress, calibration)
     files = {p["file"]: proto.SerializeToString() for p, proto in zip(manifest["partitions"], protos)}
     files[MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
     write_files(out_dir, files, overwrite=overwrite, what="export_onnx")

@@ -56,9 +56,12 @@ def _read(path: str) -> tuple[str, dict]:
 
 
 class OnnxPipeline:
-    """The partitions of one export as ONNX Runtime sessions, chained by tensor name."""
+    """The partitions of one export as ONNX Runtime sessions, chained by tensor name.
 
-    def __init__(self, manifest_or_dir, providers=None, session_options=None):
+    ``upto=k`` opens only partitions ``0..k-1`` (an edge device that runs the first ones).
+    """
+
+    def __init__(self, manifest_or_dir, providers=None, session_options=None, upto: int | None = None):
         import onnxruntime as ort
 
         self.dir, self.manifest = read_manifest(manifest_or_dir)
@@ -68,7 +71,7 @@ class OnnxPipeline:
         self.input_names = [io["name"] for io in self.inputs]
         self.output_names = [io["name"] for io in self.outputs]
         self.sessions = []
-        for part in self.manifest["partitions"]:
+        for part in self.manifest["partitions"][:upto]:
             path = os.path.join(self.dir, part["file"])
             try:
                 session = ort.InferenceSession(path, sess_options=session_options, providers=self.providers)

@@ -1,0 +1,276 @@
+"""``SplitRunner``: the edge side of split inference.
+
+``runner(x)`` runs partitions ``0..edge-1`` here with ONNX Runtime (sessions opened once) and
+sends what crosses to a server speaking the KServe v2 inference protocol (Triton, KServe,
+MLServer, ``kgraft serve``) with ``tritonclient`` (HTTP with binary tensor data, or gRPC; one
+client, its connection kept), which runs the rest: one request to the chain model
+``<model>_from<edge>`` when the server has it (a Triton ensemble, or what ``kgraft serve``
+exposes), else one request per partition ``<model>_part<i>`` (see :mod:`.chain`).
+
+The server is asked once, on the first call, whether it is up, which of those models it has and
+what they take (model metadata); each mismatch is a :class:`~kgraft.KgraftError` that says what
+the export expects and what the server has. ``runner.last_timing`` is a :class:`Timing`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...ir import KgraftError
+from ..onnx.runtime import OnnxPipeline, read_manifest
+from .chain import chain_io, chain_name, part_name
+
+__all__ = ["SplitRunner", "Timing", "SERVER_SECONDS"]
+
+PROTOCOLS = ("http", "grpc")
+SERVER_SECONDS = "kgraft_server_s"
+"""Response parameter in which ``kgraft serve`` reports its compute time (Triton does not)."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One call, in seconds and bytes of tensor data (HTTP/gRPC headers not counted).
+
+    ``transfer_s`` is the requests' wall time minus ``server_s``, the time the server says it
+    computed (``None`` when it does not say, as Triton; ``transfer_s`` then includes it).
+    """
+
+    edge_s: float
+    transfer_s: float
+    server_s: float | None
+    bytes_sent: int
+    bytes_received: int
+    requests: int
+    total_s: float
+
+
+class SplitRunner:
+    """Run the first ``edge`` partitions here and the rest on a KServe v2 server at ``url``.
+
+    ``url`` is ``host:port`` (``http://`` allowed) of the server's HTTP or gRPC endpoint, as
+    ``protocol`` says; ``url=None`` runs every partition here. ``edge_slowdown`` emulates a
+    slower edge device: after the edge partitions ran in ``t`` seconds, the runner waits
+    ``(edge_slowdown - 1) * t`` more (benchmarks use it; 1 = this machine).
+    """
+
+    def __init__(self, manifest_or_dir, url: str | None = None, edge: int = 1, protocol: str = "http", *,
+                 timeout: float = 60.0, providers=None, edge_slowdown: float = 1.0):
+        self.dir, self.manifest = read_manifest(manifest_or_dir)
+        n = len(self.manifest["partitions"])
+        if isinstance(edge, bool) or not isinstance(edge, int) or not 0 <= edge <= n:
+            raise KgraftError(f"SplitRunner: edge={edge!r} must be the number of partitions to run here, "
+                              f"0..{n} (this export has {n})")
+        if protocol not in PROTOCOLS:
+            raise KgraftError(f"SplitRunner: unknown protocol {protocol!r}; use 'http' or 'grpc'")
+        if not edge_slowdown >= 1:
+            raise KgraftError(f"SplitRunner: edge_slowdown must be >= 1 (1 = this machine), got {edge_slowdown!r}")
+        self.url = None if url is None else _host_port(url)
+        self.edge = n if url is None else edge
+        self.protocol, self.timeout, self.edge_slowdown = protocol, float(timeout), float(edge_slowdown)
+        self.local = OnnxPipeline(self.dir, providers=providers, upto=self.edge)
+        self.output_names = [io["name"] for io in self.manifest["outputs"]]
+        self.last_timing: Timing | None = None
+        self._client = None
+        self._steps = None
+
+    def __repr__(self) -> str:
+        where = "here" if self.url is None else f"{self.protocol}://{self.url}"
+        return (f"<SplitRunner {self.manifest.get('model')!r}: partitions 0..{self.edge - 1} here, "
+                f"the rest {where}>")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client, self._steps = None, None
+
+    def __call__(self, inputs) -> list[np.ndarray]:
+        return self.run(inputs)
+
+    def run(self, inputs) -> list[np.ndarray]:
+        """The model's outputs (in order) for ``inputs`` (an array, a list, or a dict by name)."""
+        started = time.perf_counter()
+        env = self.local.run_all(inputs)
+        edge_s = time.perf_counter() - started
+        if self.edge_slowdown > 1:
+            time.sleep((self.edge_slowdown - 1) * edge_s)
+            edge_s *= self.edge_slowdown
+        request_s, server_s, sent, received = 0.0, 0.0, 0, 0
+        steps = self._connect() if self.edge < len(self.manifest["partitions"]) else []
+        for model, ins, outs in steps:
+            arrays = [env[io["name"]] for io in ins]
+            t = time.perf_counter()
+            results, reported = self._infer(model, ins, arrays, outs)
+            request_s += time.perf_counter() - t
+            server_s = None if reported is None or server_s is None else server_s + reported
+            sent += sum(a.nbytes for a in arrays)
+            received += sum(r.nbytes for r in results)
+            env.update(zip((io["name"] for io in outs), results))
+        self.last_timing = Timing(edge_s, request_s - (server_s or 0.0), server_s, sent, received,
+                                  len(steps), time.perf_counter() - started)
+        return [env[name] for name in self.output_names]
+
+    # -------------------------------------------------------------------------- the server
+    def _module(self):
+        try:
+            if self.protocol == "grpc":
+                import tritonclient.grpc as module
+            else:
+                import tritonclient.http as module
+        except ImportError as e:
+            raise KgraftError(f"SplitRunner needs tritonclient[{self.protocol}] to reach a server: "
+                              "pip install 'kgraft[serve]'") from e
+        return module
+
+    def _connect(self) -> list[tuple[str, list[dict], list[dict]]]:
+        """``[(model, inputs, outputs), ...]`` to send, checked against the server once."""
+        if self._steps is not None:
+            return self._steps
+        module = self._module()
+        if self.protocol == "grpc":
+            client = module.InferenceServerClient(self.url)
+        else:
+            client = module.InferenceServerClient(self.url, connection_timeout=self.timeout,
+                                                  network_timeout=self.timeout)
+        try:
+            live = client.is_server_live()
+        except Exception as e:  # refused, reset, timed out: whatever the transport says
+            client.close()
+            raise KgraftError(f"SplitRunner: no KServe v2 server answers at {self.protocol}://{self.url} "
+                              f"({_reason(e)}); start one with 'kgraft serve {self.dir} --from-partition {self.edge}' "
+                              "or give the url of your Triton/KServe server") from e
+        if not live:
+            client.close()
+            raise KgraftError(f"SplitRunner: the server at {self.url} says it is not live")
+        n = len(self.manifest["partitions"])
+        chain = chain_name(self.manifest, self.edge)
+        if _ready(client, chain):
+            steps = [(chain, *chain_io(self.manifest, self.edge))]
+        else:
+            names = [part_name(self.manifest, i) for i in range(self.edge, n)]
+            missing = [name for name in names if not _ready(client, name)]
+            if missing:
+                client.close()
+                wanted = f"{chain!r} (partitions {self.edge}..{n - 1} of this export in one model)"
+                if missing != [chain]:
+                    wanted += f" nor {', '.join(map(repr, missing))} (one per partition)"
+                raise KgraftError(f"SplitRunner: the server at {self.url} has no model {wanted}; {_index(client)}. "
+                                  f"Serve this export with 'kgraft serve {self.dir} --from-partition {self.edge}', "
+                                  "or load the Triton repository that kgraft.export_triton writes")
+            steps = [(name, *_step_io(self.manifest, i)) for name, i in zip(names, range(self.edge, n))]
+        for model, ins, outs in steps:
+            _check_metadata(client, self.url, model, ins, outs, self.protocol)
+        self._client, self._steps = client, steps
+        return steps
+
+    def _infer(self, model: str, ins: list[dict], arrays: list[np.ndarray], outs: list[dict]):
+        from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+        module, http = self._module(), self.protocol == "http"
+        inputs = []
+        for io, array in zip(ins, arrays):
+            tensor = module.InferInput(io["name"], list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(array, **({"binary_data": True} if http else {}))
+            inputs.append(tensor)
+        outputs = [module.InferRequestedOutput(io["name"], **({"binary_data": True} if http else {})) for io in outs]
+        try:
+            result = self._client.infer(model, inputs, outputs=outputs,
+                                        **({} if http else {"client_timeout": self.timeout}))
+        except InferenceServerException as e:
+            raise KgraftError(f"SplitRunner: {self.url} refused the request to {model!r}: {e.message()} "
+                              f"(sent {_describe(ins, arrays)})") from e
+        except Exception as e:
+            raise KgraftError(f"SplitRunner: lost the server at {self.url} during a request to {model!r} "
+                              f"({_reason(e)})") from e
+        results = [result.as_numpy(io["name"]) for io in outs]
+        for io, array in zip(outs, results):
+            if array is None:
+                raise KgraftError(f"SplitRunner: {model!r} on {self.url} returned no tensor {io['name']!r}")
+        return results, _server_seconds(result, http)
+
+
+def _step_io(manifest: dict, index: int) -> tuple[list[dict], list[dict]]:
+    part = manifest["partitions"][index]
+    have = {io["name"] for io in part["inputs"]}
+    return part["inputs"], [io for io in part["outputs"] if io["name"] not in have]
+
+
+def _host_port(url: str) -> str:
+    for scheme in ("http://", "grpc://"):
+        if url.startswith(scheme):
+            url = url[len(scheme):]
+    if url.startswith("https://"):
+        raise KgraftError("SplitRunner: https is not supported yet; put the server behind a local TLS proxy")
+    return url.rstrip("/")
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def _ready(client, model: str) -> bool:
+    try:
+        return bool(client.is_model_ready(model))
+    except Exception:  # gRPC answers a missing model with an error status
+        return False
+
+
+def _index(client) -> str:
+    try:
+        index = client.get_model_repository_index()
+    except Exception:
+        return "it does not list its models (no repository extension)"
+    if not isinstance(index, list):  # gRPC: a protobuf message
+        index = [{"name": m.name} for m in index.models]
+    names = sorted({m["name"] for m in index})
+    return f"it has {', '.join(map(repr, names))}" if names else "it has no models"
+
+
+def _shape(io: dict) -> list[int]:
+    return [-1 if d is None else int(d) for d in io["shape"]]
+
+
+def _check_metadata(client, url: str, model: str, ins: list[dict], outs: list[dict], protocol: str) -> None:
+    """The server's model takes and returns what the export says, by name, datatype and shape."""
+    from tritonclient.utils import np_to_triton_dtype
+
+    try:
+        meta = client.get_model_metadata(model, **({"as_json": True} if protocol == "grpc" else {}))
+    except Exception as e:
+        raise KgraftError(f"SplitRunner: {url} has model {model!r} but gives no metadata for it ({_reason(e)})") from e
+    for kind, expected in (("inputs", ins), ("outputs", outs)):
+        served = {t["name"]: t for t in meta.get(kind, [])}
+        for io in expected:
+            want = (np_to_triton_dtype(np.dtype(io["dtype"])), _shape(io))
+            got = served.get(io["name"])
+            if got is None:
+                raise KgraftError(f"SplitRunner: model {model!r} on {url} has no {kind[:-1]} {io['name']!r} "
+                                  f"(it has {sorted(served)}); is it this export's model?")
+            shape = [int(d) for d in got.get("shape", [])]
+            fits = got.get("datatype") == want[0] and len(shape) == len(want[1]) and all(
+                a == b or -1 in (a, b) for a, b in zip(shape, want[1]))
+            if not fits:
+                raise KgraftError(f"SplitRunner: {kind[:-1]} {io['name']!r} of model {model!r} on {url} is "
+                                  f"{got.get('datatype')}{shape}; this export has {want[0]}{want[1]} (was the "
+                                  "server given another export?)")
+
+
+def _describe(ins: list[dict], arrays: list[np.ndarray]) -> str:
+    return ", ".join(f"{io['name']} {a.dtype}{list(a.shape)}" for io, a in zip(ins, arrays))
+
+
+def _server_seconds(result, http: bool) -> float | None:
+    if http:
+        value = (result.get_response().get("parameters") or {}).get(SERVER_SECONDS)
+        return None if value is None else float(value)
+    params = result.get_response().parameters
+    return float(params[SERVER_SECONDS].double_param) if SERVER_SECONDS in params else None
