@@ -327,6 +327,9 @@ def _lower_functional(cfg: dict, path: tuple[str, ...]) -> Graph:
         if layer.body is not None:
             nested.append(entry)
         if layer.class_name == INPUT_CLASS:
+            if any(not isinstance(n, list) for n in inbound):  # Keras would call the InputLayer on nothing
+                raise KgraftError(f"corrupt model config: InputLayer {layer.name!r} has inbound nodes "
+                                  f"{str(inbound)[:60]}; an input is called by nothing (inbound_nodes: [])")
             legacy = legacy or any(isinstance(n, list) for n in inbound)
             node = _input_node(layer)
             pending[node.id] = node

@@ -45,7 +45,7 @@ from kgraft.ir import lower_config
 
 FAST = settings(max_examples=30, deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=list(HealthCheck))
-SLOW = settings(FAST, max_examples=400, derandomize=False)
+SLOW = settings(FAST, max_examples=400, derandomize=os.environ.get("KGRAFT_FUZZ") != "explore")
 ATOL = 1e-5
 # options that do not change the graph: pruned so that mutations hit structure, not initializers
 NOISE = ("kernel_initializer", "bias_initializer", "kernel_regularizer", "bias_regularizer",

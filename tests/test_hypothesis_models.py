@@ -47,7 +47,7 @@ ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
 FAST = settings(max_examples=25, deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
-SLOW = settings(FAST, max_examples=200, derandomize=False)
+SLOW = settings(FAST, max_examples=200, derandomize=os.environ.get("KGRAFT_FUZZ") != "explore")
 
 
 # ---------------------------------------------------------------------------- custom layers
