@@ -83,3 +83,6 @@ def copy_weights(graph: Graph, model) -> None:
         for target_var, source_var in zip(target_vars, source_vars):
             # a tf_keras source holds tf.Variables, which Keras 3 variables assign directly
             target_var.assign(source_var.value if isinstance(source_var, keras.Variable) else source_var)
+        finalize = getattr(target, "finalize_state", None)
+        if callable(finalize):  # an adapted Normalization recomputes the mean/variance it computes with
+            finalize()
