@@ -1,17 +1,11 @@
-"""tf2onnx, driven so that N partitions cost one conversion, with errors a user can act on.
+"""tf2onnx, driven with known tensor names, with errors a user can act on.
 
-:func:`convert_units` converts several Keras models (the partitions) with ONE tf2onnx run:
-a single ``tf.function`` takes every partition's inputs as separate placeholders and returns
-every partition's outputs, so the graph is the partitions side by side, disconnected. One
-trace, one freeze, one grappler run and one ONNX optimizer run cover them all; the caller cuts
-the components apart with ``onnx.utils.Extractor`` (:mod:`.surgery`). The placeholders and the
-returned dict keys give every partition input/output a known ONNX name, so nothing has to be
-guessed from tf2onnx's generated tensor names.
-
-(Converting the whole model once with the cut tensors as extra outputs and cutting that graph
-does not work reliably: tf2onnx's transpose optimizer keeps NCHW tensors internally, so the
-downstream layers consume an NCHW tensor computed *upstream* of the NHWC tensor the graph
-returns, and the downstream partition cannot be extracted from the cut tensor.)
+:func:`convert_units` converts Keras models with ONE tf2onnx run: a single ``tf.function``
+takes every model's inputs as separate placeholders and returns every model's outputs under
+the names the caller chose, so nothing has to be guessed from tf2onnx's generated names. The
+exporter converts the whole model (every tensor a cut may cross as an output) and cuts it with
+:mod:`.cut`, which also handles the channels-first copies tf2onnx's transpose optimizer makes;
+it converts the partitions one by one only when that graph cannot be cut.
 
 Failures are turned into :class:`UnsupportedModelError` (an op tf2onnx cannot convert, named
 with its Keras layer) or :class:`OpsetError` (an opset too low, with the minimum needed),
