@@ -31,6 +31,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# ONNX conversions are cached on disk (kgraft.backends.onnx.cache): keep the suite's out of ~/.cache
+os.environ.setdefault("KGRAFT_CACHE_DIR", os.path.join(__import__("tempfile").mkdtemp(prefix="kgraft-test-cache-")))
 
 import contextlib
 import functools

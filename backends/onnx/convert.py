@@ -1,17 +1,11 @@
-"""tf2onnx, driven so that N partitions cost one conversion, with errors a user can act on.
+"""tf2onnx, driven with known tensor names, with errors a user can act on.
 
-:func:`convert_units` converts several Keras models (the partitions) with ONE tf2onnx run:
-a single ``tf.function`` takes every partition's inputs as separate placeholders and returns
-every partition's outputs, so the graph is the partitions side by side, disconnected. One
-trace, one freeze, one grappler run and one ONNX optimizer run cover them all; the caller cuts
-the components apart with ``onnx.utils.Extractor`` (:mod:`.surgery`). The placeholders and the
-returned dict keys give every partition input/output a known ONNX name, so nothing has to be
-guessed from tf2onnx's generated tensor names.
-
-(Converting the whole model once with the cut tensors as extra outputs and cutting that graph
-does not work reliably: tf2onnx's transpose optimizer keeps NCHW tensors internally, so the
-downstream layers consume an NCHW tensor computed *upstream* of the NHWC tensor the graph
-returns, and the downstream partition cannot be extracted from the cut tensor.)
+:func:`convert_units` converts Keras models with ONE tf2onnx run: a single ``tf.function``
+takes every model's inputs as separate placeholders and returns every model's outputs under
+the names the caller chose, so nothing has to be guessed from tf2onnx's generated names. The
+exporter converts the whole model (every tensor a cut may cross as an output) and cuts it with
+:mod:`.cut`, which also handles the channels-first copies tf2onnx's transpose optimizer makes;
+it converts the partitions one by one only when that graph cannot be cut.
 
 Failures are turned into :class:`UnsupportedModelError` (an op tf2onnx cannot convert, named
 with its Keras layer) or :class:`OpsetError` (an opset too low, with the minimum needed),
@@ -25,6 +19,8 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ...ir import KgraftError, UnsupportedModelError
 
@@ -81,6 +77,7 @@ class Unit:
     label: str = ""
     layers: dict[str, str] = field(default_factory=dict)  # layer name -> class name, for messages
     nchw: set[str] = field(default_factory=set)  # rank-4 inputs/outputs to hold as NCHW in ONNX
+    places: dict[str, str] = field(default_factory=dict)  # layer name -> where it is ("partition 1")
 
 
 # ------------------------------------------------------------------------------ conversion
@@ -115,20 +112,47 @@ def convert_units(units: list[Unit], opset: int):
         return result
 
     function = tf.function(fn, autograph=False)
+    concrete = function.get_concrete_function(*specs)  # from_function reuses this trace
     layout = {}
     nchw = {n for u in units for n in u.nchw}
     if nchw:
-        concrete = function.get_concrete_function(*specs)  # from_function reuses this trace
         tf_names = {k: v.name for k, v in concrete.structured_outputs.items()}
         layout = {"inputs_as_nchw": [f"{n}:0" for u in units for n in u.input_names if n in nchw],
                   "outputs_as_nchw": [tf_names[n] for u in units for n in u.output_names if n in nchw]}
-    return _run_tf2onnx(function, specs, opset, units, **layout)
+    proto = _run_tf2onnx(function, specs, opset, units, **layout)
+    _captures_to_initializers(proto, concrete)
+    proto.graph.doc_string = ""  # tf2onnx writes the traced function's name, which counts up per trace
+    return proto
+
+
+def _captures_to_initializers(proto, concrete) -> None:
+    """Tensor constants the trace captured (an adapted Normalization's mean, a ``keras.ops``
+    constant such as Gemma's ``sqrt(hidden_dim)``) become initializers of the graph.
+
+    tf2onnx freezes captured *variables* but turns captured eager tensors into graph inputs,
+    which no caller would know to feed; they are constants of the model and belong in it.
+    """
+    import onnx.numpy_helper
+    import tensorflow as tf
+
+    values = {internal.name: external for external, internal in concrete.graph.captures
+              if internal.dtype != tf.resource}
+    graph = proto.graph
+    captured = [v for v in graph.input if v.name in values]
+    for value in captured:
+        graph.input.remove(value)
+        array = np.asarray(values[value.name].numpy())
+        graph.initializer.append(onnx.numpy_helper.from_array(array, value.name))
 
 
 def _run_tf2onnx(function, specs, opset: int, units: list[Unit], **options):
     import tf2onnx
 
+    from . import handlers
+
     _patch_tf2onnx()
+    handlers.register()
+    tf2onnx.utils.INTERNAL_NAME = 1  # its generated names count from here: the same model, the same file
     with _captured_tf2onnx_log() as records:
         try:
             try:
@@ -341,7 +365,9 @@ def locate(node_name: str, units: list[Unit]) -> tuple[Unit | None, str | None]:
 def _describe(problem: _Problem, units) -> str:
     unit, layer = locate(problem.node, units)
     where = f"layer {layer!r} ({unit.layers[layer]})" if layer else f"TF node {problem.node!r}"
-    if unit is not None and unit.label and len(units) > 1:
+    if unit is not None and layer in unit.places:
+        where += f" in {unit.places[layer]}"
+    elif unit is not None and unit.label and len(units) > 1:
         where += f" in {unit.label}"
     op = f"TF op {problem.op!r}" if problem.op else "an op"
     return f"{where} uses {op}" + (f" ({problem.detail})" if problem.detail else "")

@@ -1,11 +1,16 @@
 """``export_onnx``: one ``.onnx`` file per partition of a split, plus ``manifest.json``.
 
-Pipeline: lower the model, plan the split with the ``split`` pass (:func:`plan_split` gives the
-crossing tensors of every cut, pass-through skip tensors included), build the partitions as
-Keras models (weights copied), convert all of them with ONE tf2onnx run (see :mod:`.convert`),
-cut the converted graph into the partitions with ``onnx.utils.Extractor``, name every
-partition input/output after its ref, check each file with ``onnx.checker``, and write the
-directory atomically (:mod:`kgraft.backends.atomic`).
+Pipeline: lower the model and inline nested models, plan the split with the ``split`` pass
+(:func:`plan_split` gives the crossing tensors of every cut, pass-through skip tensors
+included), convert the WHOLE model once with every tensor a cut may cross as an extra output
+(one tf2onnx run, kept by :mod:`.cache` in memory and on disk, so a later cut converts
+nothing), cut each partition out of that graph with onnx-ir (:mod:`.cut`, which keeps
+``Loop``/``Scan`` bodies whole), name every partition input/output after its ref, check each
+file with ``onnx.checker`` (full check), and write the directory atomically
+(:mod:`kgraft.backends.atomic`). When a partition cannot be cut out of the one conversion
+(it reads a tensor computed before its inputs, e.g. a Keras mask), every partition is built as
+a Keras model and converted on its own, with a warning, and the manifest says
+``"strategy": "per-partition"`` and why.
 
 ``manifest.json`` (format ``kgraft-onnx/1``)::
 
@@ -13,6 +18,7 @@ directory atomically (:mod:`kgraft.backends.atomic`).
      "inputs": [IO...], "outputs": [IO...],          # of the whole model, in order
      "partitions": [{"index": 0, "file": "part0.onnx", "inputs": [IO...], "outputs": [IO...],
                      "layers": [...], "bytes_in_per_sample": ..., "bytes_out_per_sample": ...}, ...],
+     "cut_layout": "auto",
      "conversion": {"tool": "tf2onnx", "strategy": "joint", "conversions": 1},
      "versions": {"kgraft": ..., "tensorflow": ..., "keras": ..., "tf2onnx": ..., "onnx": ...}}
 
@@ -38,35 +44,43 @@ import numpy as np
 from ...ir import Graph, KgraftError, TensorType, ValueRef
 from ...passes.split import plan_split
 from ..atomic import check_target, write_files
-from . import surgery
+from . import cache
 from .compress import check_compress, compress_cuts
 from .convert import Unit, check_opset, convert_units
+from .cut import NotClosed, Port, nchw_alias, partition
 
-__all__ = ["export", "FORMAT", "MANIFEST"]
+__all__ = ["export", "FORMAT", "MANIFEST", "ConversionFallbackWarning"]
 
 FORMAT = "kgraft-onnx/1"
 MANIFEST = "manifest.json"
 STRATEGIES = ("joint", "per-partition")
-LAYOUTS = ("keras", "nchw")
+LAYOUTS = ("auto", "keras", "nchw")
 NCHW = [0, 3, 1, 2]  # file tensor = keras tensor transposed by this
 
 
+class ConversionFallbackWarning(UserWarning):
+    """The one conversion of the model could not be cut; each partition was converted on its own."""
+
+
 def export(model, out_dir, at=None, opset=None, *, custom_objects: dict | None = None,
-           overwrite: bool = False, strategy: str = "joint", cut_layout: str = "keras",
-           compress: str | None = None, calibration=None) -> dict:
+           overwrite: bool = False, strategy: str = "joint", cut_layout: str = "auto",
+           cache: bool = True, compress: str | None = None, calibration=None) -> dict:
     """Write ``model`` split at ``at`` (as in ``kgraft.split``; None = one partition) as ONNX.
 
-    ``strategy="joint"`` converts all partitions with one tf2onnx run and cuts the result
-    (falling back to ``"per-partition"`` — one tf2onnx run per partition — if the cut graph is
-    not self-contained). ``cut_layout="nchw"`` holds rank-4 tensors crossing a cut (not the
-    model's inputs/outputs) channels-first in the files, as ONNX convolutions compute them,
-    which saves a Transpose on each side of each cut; the manifest then gives their
-    ``layout``, file ``shape``, ``keras_shape`` and ``perm``. Returns the manifest (plus
-    ``"dir"``, the absolute output directory, which is not written to the file).
-    ``compress="fp16"|"int8"`` (int8 scales from ``calibration``, an input batch) sends what
-    crosses each cut compressed: see :mod:`.compress`.
+    ``strategy="joint"`` converts the whole model once and cuts the partitions out of it (the
+    conversion is reused by later exports of the same model, also across processes, unless
+    ``cache=False``); it falls back to ``"per-partition"`` (one tf2onnx run per partition,
+    with a :class:`ConversionFallbackWarning`) when a partition cannot be cut out.
+    ``cut_layout``: how rank-4 tensors crossing a cut (not model inputs/outputs) are held in
+    the files: ``"keras"`` channels-last, ``"nchw"`` channels-first, ``"auto"`` (default)
+    channels-first exactly where the converted graph computes them so, which saves a Transpose
+    on each side of the cut; the manifest gives each such tensor's ``layout``, file ``shape``,
+    ``keras_shape`` and ``perm``. Returns the manifest (plus ``"dir"``, ``"export_seconds"``
+    and ``"cache"``: ``"memory"``, ``"disk"``, ``"miss"`` or ``"off"``, not written to the file).
     """
-    from ..keras import build, load_model, lower
+    from ...passes.inline_nested import inline
+    from ...passes.prune_unreachable import prune
+    from ..keras import load_model, lower
 
     if strategy not in STRATEGIES:
         raise KgraftError(f"export_onnx: unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
@@ -79,42 +93,37 @@ def export(model, out_dir, at=None, opset=None, *, custom_objects: dict | None =
     started = time.perf_counter()
 
     source = load_model(model, custom_objects)
-    plan = plan_split(lower(source, custom_objects), at)
-    models = build(plan.partitions)
-    graph, bounds = plan.graph, plan.boundaries
-    refs = [[graph.value_name(v) for v in b] for b in bounds]
-    nchw = _nchw_refs(models, refs) if cut_layout == "nchw" else set()
-    units = []
-    for i, (part, keras_model) in enumerate(zip(plan.partitions, models)):
-        unit = Unit(
-            keras_model,
-            [f"p{i}_in{j}" for j in range(len(bounds[i]))],
-            [f"p{i}_out{j}" for j in range(len(bounds[i + 1]))],
-            label=f"partition {i}",
-            layers={l.name: l.class_name for l in part.layers.values()},
-        )
-        unit.nchw = {n for n, r in zip(unit.input_names, refs[i]) if r in nchw}
-        unit.nchw |= {n for n, r in zip(unit.output_names, refs[i + 1]) if r in nchw}
-        units.append(unit)
+    flat = prune(inline(lower(source, custom_objects)), keep_inputs=True)
+    plan = plan_split(flat, at)
+    graph = plan.graph
+    refs = [[graph.value_name(v) for v in b] for b in plan.boundaries]
+    cut_refs = {r for b in refs[1:-1] for r in b} - set(refs[0]) - set(refs[-1])
+    rank4 = {r for b in plan.boundaries[1:-1] for v, r in zip(b, [graph.value_name(x) for x in b])
+             if r in cut_refs and len(graph.value_type(v).shape or ()) == 4}
 
-    strategy_used, reason = strategy, None
+    protos, state, reason = None, "off", None
+    nchw = rank4 if cut_layout == "nchw" else set()
     if strategy == "joint":
+        places = {part.layers[n.layer].name: f"partition {i}" for i, part in enumerate(plan.partitions)
+                  for n in part.nodes()} if len(plan.partitions) > 1 else {}
+        converted, state = _converted(source, flat, opset, cache, places)
+        if cut_layout == "auto":
+            nchw = _computed_nchw(converted, rank4)
         try:
-            protos = _joint(units, refs, opset)
-        except _CutFailed as e:
+            protos = _cut_joint(converted, plan, refs, nchw, flat)
+        except NotClosed as e:
             reason = str(e)
-            warnings.warn(f"export_onnx: the jointly converted graph could not be cut ({reason}); "
-                          "converting each partition separately", stacklevel=2)
-            strategy_used = "per-partition"
-    if strategy_used == "per-partition":
-        protos = [_finish(convert_units([u], opset), u, refs[i], refs[i + 1], f"partition {i}",
-                          extractor=None)
-                  for i, u in enumerate(units)]
+            warnings.warn(f"export_onnx: {reason}, so the one conversion of the model cannot be cut there; "
+                          f"converting each of the {len(refs) - 1} partitions on its own instead",
+                          ConversionFallbackWarning, stacklevel=2)
+    if protos is None:
+        protos = _per_partition(plan, refs, nchw, opset)
+    strategy_used = "joint" if reason is None and strategy == "joint" else "per-partition"
 
-    manifest = _manifest(source, graph, plan, models, opset, at, nchw)
+    manifest = _manifest(source, plan, protos, opset, at, nchw)
     manifest["cut_layout"] = cut_layout
     manifest["conversion"] = {"tool": "tf2onnx", "strategy": strategy_used,
-                              "conversions": 1 if strategy_used == "joint" else len(units)}
+                              "conversions": 1 if strategy_used == "joint" else len(protos)}
     if reason:
         manifest["conversion"]["fallback_reason"] = reason
     if compress:
@@ -122,80 +131,135 @@ def export(model, out_dir, at=None, opset=None, *, custom_objects: dict | None =
     files = {p["file"]: proto.SerializeToString() for p, proto in zip(manifest["partitions"], protos)}
     files[MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
     write_files(out_dir, files, overwrite=overwrite, what="export_onnx")
-    return {**manifest, "dir": out_dir, "export_seconds": round(time.perf_counter() - started, 3)}
+    return {**manifest, "dir": out_dir, "export_seconds": round(time.perf_counter() - started, 3),
+            "cache": state}
 
 
 # ------------------------------------------------------------------------------ conversion
-class _CutFailed(KgraftError):
-    pass
+def _exposed(graph: Graph) -> list[ValueRef]:
+    """The model's outputs, then every other value a cut may cross (every call site's outputs)."""
+    values = list(dict.fromkeys(graph.outputs))
+    seen = set(values)
+    for node in graph.nodes():
+        if node.id in graph.inputs:
+            continue
+        for index in range(len(node.outputs)):
+            value = ValueRef(node.id, index)
+            if value not in seen:
+                seen.add(value)
+                values.append(value)
+    return [v for v in values if v.node not in graph.inputs]
 
 
-def _nchw_refs(models, refs) -> set[str]:
-    """Rank-4 tensors crossing a cut that are not model inputs or outputs."""
-    ends = set(refs[0]) | set(refs[-1])
-    found = set()
-    for i, keras_model in enumerate(models[1:], start=1):
-        for ref, tensor in zip(refs[i], keras_model.inputs):
-            if ref not in ends and len(tensor.shape) == 4:
-                found.add(ref)
-    return found
+def _converted(source, flat: Graph, opset: int, use_cache: bool,
+               places: dict[str, str]) -> tuple[cache.Converted, str]:
+    """The whole model converted once (from the cache when it holds it)."""
+    key = cache.model_key(source, str(flat), opset) if use_cache else None
+    if key is not None:
+        hit, where = cache.lookup(key)
+        if hit is not None:
+            return hit, where
+    from ..keras import build
+
+    values = _exposed(flat)
+    whole = flat.copy()
+    whole.set_outputs(values)
+    keras_model = build(whole)
+    unit = Unit(keras_model, [f"kg_in{j}" for j in range(len(flat.inputs))],
+                [f"kg_out{k}" for k in range(len(values))], label="the model",
+                layers={l.name: l.class_name for l in flat.layers.values()}, places=places)
+    proto = convert_units([unit], opset)
+    refs = [flat.value_name(v) for v in flat.input_refs() + values]
+    names = dict(zip(refs, unit.input_names + unit.output_names))
+    shapes = dict(zip(refs, (_dims(t) for t in keras_model.inputs + keras_model.outputs)))
+    entry = cache.Converted(proto, names, shapes)
+    if key is None:
+        return entry, "off"
+    cache.store(key, entry)
+    return entry, "miss"
 
 
-def _joint(units: list[Unit], refs: list[list[str]], opset: int) -> list:
-    import onnx.utils
-
-    joint = convert_units(units, opset)
-    extractor = onnx.utils.Extractor(joint)
-    try:
-        return [_finish(joint, u, refs[i], refs[i + 1], f"partition {i}", extractor)
-                for i, u in enumerate(units)]
-    except KgraftError as e:
-        raise _CutFailed(str(e)) from e
+def _dims(tensor) -> list:
+    return [None if d is None else int(d) for d in tensor.shape]
 
 
-def _declared_inputs(unit: Unit) -> dict:
+def _computed_nchw(converted: cache.Converted, rank4: set[str]) -> set[str]:
+    """Rank-4 cut tensors that the converted graph computes channels-first."""
+    if not rank4:
+        return set()
+    import onnx_ir as ir
+
+    graph = ir.serde.deserialize_model(converted.proto).graph
+    outputs = {v.name: v for v in graph.outputs}
+    return {r for r in rank4 if converted.names.get(r) in outputs and nchw_alias(outputs[converted.names[r]]) is not None}
+
+
+def _declared(graph: Graph, values: list[ValueRef], names: list[str]) -> dict:
+    import onnx_ir as ir
+
+    declared = {}
+    for value, name in zip(values, names):
+        t = graph.value_type(value)
+        shape = ["batch" if i == 0 and d is None else d for i, d in enumerate(t.shape or ())]
+        declared[name] = (ir.DataType.from_numpy(np.dtype(t.dtype or "float32")), shape)
+    return declared
+
+
+def _cut_joint(converted: cache.Converted, plan, refs, nchw: set[str], flat: Graph) -> list:
+    names = converted.names
+    declared = _declared(flat, flat.input_refs(), [names[flat.value_name(v)] for v in flat.input_refs()])
+    protos = []
+    for i in range(len(refs) - 1):
+        ins = [Port(names[r], r, "nchw" if r in nchw else "keras", converted.shapes.get(r)) for r in refs[i]]
+        outs = [Port(names[r], r, "nchw" if r in nchw else "keras", converted.shapes.get(r))
+                for r in dict.fromkeys(refs[i + 1])]
+        protos.append(_finish(partition(converted.proto, ins, outs, f"partition {i}", declared),
+                              plan.partitions[i].name, refs[i], refs[i + 1], f"partition {i}"))
+    return protos
+
+
+def _per_partition(plan, refs, nchw: set[str], opset: int) -> list:
+    """Each partition built as a Keras model and converted on its own."""
+    from ..keras import build
+
+    protos = []
+    for i, (part, keras_model) in enumerate(zip(plan.partitions, build(plan.partitions))):
+        unit = Unit(keras_model, [f"p{i}_in{j}" for j in range(len(refs[i]))],
+                    [f"p{i}_out{j}" for j in range(len(refs[i + 1]))], label=f"partition {i}",
+                    layers={l.name: l.class_name for l in part.layers.values()})
+        unit.nchw = {n for n, r in zip(unit.input_names, refs[i]) if r in nchw}
+        unit.nchw |= {n for n, r in zip(unit.output_names, refs[i + 1]) if r in nchw}
+        proto = convert_units([unit], opset)
+        declared = _declared(plan.graph, plan.boundaries[i], unit.input_names)
+        for name in unit.nchw & set(declared):
+            dtype, shape = declared[name]
+            declared[name] = (dtype, [shape[p] for p in NCHW])
+        first = {}
+        for name, ref in zip(unit.output_names, refs[i + 1]):
+            first.setdefault(ref, name)
+        shapes = dict(zip(refs[i] + refs[i + 1], (_dims(t) for t in keras_model.inputs + keras_model.outputs)))
+        ins = [Port(n, r, shape=shapes[r] if r not in nchw else None) for n, r in zip(unit.input_names, refs[i])]
+        outs = [Port(n, r, shape=shapes[r] if r not in nchw else None) for r, n in first.items()]
+        protos.append(_finish(partition(proto, ins, outs, f"partition {i}", declared), keras_model.name,
+                              refs[i], refs[i + 1], f"partition {i}"))
+    return protos
+
+
+def _finish(model, name: str, in_refs: list[str], out_refs: list[str], what: str):
+    """Name the batch dimension, stamp the producer, and run the full ONNX checker."""
     import onnx
-
-    out = {}
-    for tensor, name in zip(unit.model.inputs, unit.input_names):
-        elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(str(tensor.dtype)))
-        shape = ["batch" if d is None and i == 0 else (None if d is None else d)
-                 for i, d in enumerate(tensor.shape)]
-        out[name] = onnx.helper.make_tensor_value_info(name, elem, shape)
-    return out
-
-
-def _finish(proto, unit: Unit, in_refs: list[str], out_refs: list[str], what: str, extractor):
-    """Partition ``unit`` as a standalone model whose inputs/outputs are named by their refs."""
-    import onnx
-    import onnx.utils
 
     import kgraft
 
-    outputs, seen = [], set()
-    for name, ref in zip(unit.output_names, out_refs):  # a model output listed twice: once
-        if ref not in seen:
-            seen.add(ref)
-            outputs.append((name, ref))
-    if extractor is None:
-        extractor = onnx.utils.Extractor(proto)
-    model = surgery.extract(extractor, unit.input_names, [n for n, _ in outputs], _declared_inputs(unit))
-    mapping = dict(zip(unit.input_names, in_refs))
-    by_ref = dict(zip(in_refs, unit.input_names))
-    for name, ref in outputs:
-        if ref in by_ref:  # passed through: the output is the input
-            surgery.bypass_identities(model, name, by_ref[ref])
-        else:
-            mapping[name] = ref
-    surgery.rename_tensors(model, mapping)
-    surgery.name_batch_dims(model)
-    surgery.check_closed(model, what)
+    from .surgery import name_batch_dims
+
+    name_batch_dims(model)
     model.producer_name, model.producer_version = "kgraft", kgraft.__version__
-    model.graph.name = unit.model.name
+    model.graph.name = name
     model.doc_string = (f"kgraft {what}: inputs {', '.join(in_refs)} -> outputs "
-                        f"{', '.join(r for _, r in outputs)} (converted with tf2onnx)")
+                        f"{', '.join(dict.fromkeys(out_refs))} (converted with tf2onnx)")
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(model, full_check=True)
     except Exception as e:
         raise KgraftError(f"{what}: the ONNX model fails onnx.checker: {e}") from e
     return model
@@ -209,16 +273,28 @@ def bytes_per_sample(shape, dtype) -> int | None:
     return TensorType(tuple(shape), None if dtype is None else str(dtype)).bytes_per_sample
 
 
-def _io(graph: Graph, value: ValueRef, tensor, producer: dict[str, int], nchw: set[str]) -> dict:
+def _file_types(proto) -> dict[str, tuple[list, str]]:
+    """Name -> (shape, dtype) of a partition file's inputs and outputs (unknown dims: None)."""
+    import onnx
+
+    types = {}
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        t = value.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        types[value.name] = (shape, str(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)))
+    return types
+
+
+def _io(graph: Graph, value: ValueRef, types: dict, producer: dict[str, int], nchw: set[str]) -> dict:
     ref = graph.value_name(value)
-    shape = [None if d is None else int(d) for d in tensor.shape]
-    dtype = str(tensor.dtype)
-    io = {"name": ref, "ref": ref, "shape": shape, "dtype": dtype,
-          "bytes_per_sample": bytes_per_sample(shape, dtype),
+    shape, dtype = types[ref]
+    keras_shape = [shape[p] for p in np.argsort(NCHW)] if ref in nchw else shape
+    io = {"name": ref, "ref": ref, "shape": keras_shape, "dtype": dtype,
+          "bytes_per_sample": bytes_per_sample(keras_shape, dtype),
           "layer": graph.layer_of(value.node).qualified_name,
           "produced_by": producer.get(value.node), "layout": "keras"}
     if ref in nchw:
-        io.update(shape=[shape[p] for p in NCHW], layout="nchw", keras_shape=shape, perm=list(NCHW))
+        io.update(shape=shape, layout="nchw", keras_shape=keras_shape, perm=list(NCHW))
     return io
 
 
@@ -241,37 +317,35 @@ def _versions() -> dict:
     return versions
 
 
-def _manifest(source, graph: Graph, plan, models, opset: int, at, nchw: set[str]) -> dict:
+def _manifest(source, plan, protos, opset: int, at, nchw: set[str]) -> dict:
     from ...passes.split import normalize_cuts
 
+    graph = plan.graph
     producer = {}
     for i, part in enumerate(plan.partitions):
         for node in part.nodes():
             if node.id in graph and part.layers[node.layer].class_name != "InputLayer":
                 producer[node.id] = i
     partitions = []
-    for i, keras_model in enumerate(models):
-        ins = [_io(graph, v, t, producer, nchw) for v, t in zip(plan.boundaries[i], keras_model.inputs)]
-        outs, seen = [], set()
-        for v, t in zip(plan.boundaries[i + 1], keras_model.outputs):
-            if v not in seen:
-                seen.add(v)
-                outs.append(_io(graph, v, t, producer, nchw))
+    for i, proto in enumerate(protos):
+        types = _file_types(proto)
+        ins = [_io(graph, v, types, producer, nchw) for v in plan.boundaries[i]]
+        outs = [_io(graph, v, types, producer, nchw) for v in dict.fromkeys(plan.boundaries[i + 1])]
         layers = [n.layer for n in plan.partitions[i].nodes()
                   if plan.partitions[i].layers[n.layer].class_name != "InputLayer"]
         partitions.append({
-            "index": i, "file": f"part{i}.onnx", "name": keras_model.name,
+            "index": i, "file": f"part{i}.onnx", "name": plan.partitions[i].name,
             "inputs": ins, "outputs": outs, "layers": list(dict.fromkeys(layers)),
             "bytes_in_per_sample": _total(ins), "bytes_out_per_sample": _total(outs),
         })
-    last = models[-1]
+    types = _file_types(protos[-1])
     return {
         "format": FORMAT,
         "model": source.name,
         "opset": opset,
         "cuts": [] if at is None else normalize_cuts(at),
         "inputs": [dict(p) for p in partitions[0]["inputs"]],
-        "outputs": [_io(graph, v, t, producer, nchw) for v, t in zip(plan.boundaries[-1], last.outputs)],
+        "outputs": [_io(graph, v, types, producer, nchw) for v in plan.boundaries[-1]],
         "partitions": partitions,
         "versions": _versions(),
     }

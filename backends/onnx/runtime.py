@@ -110,9 +110,18 @@ class OnnxPipeline:
         return {io["name"]: _as_input(a, io) for a, io in zip(arrays, self.inputs)}
 
     def run(self, inputs) -> list[np.ndarray]:
-        """The model's outputs (in order) for ``inputs``."""
-        env = self.run_all(inputs)
-        return [env[n] for n in self.output_names]
+        """The model's outputs (in order) for ``inputs``.
+
+        Tensors stay ONNX Runtime ``OrtValue``s from one partition to the next
+        (``run_with_ort_values``), so what crosses a cut is not copied into numpy and back.
+        """
+        import onnxruntime as ort
+
+        env = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in self.normalize(inputs).items()}
+        for i, session in enumerate(self.sessions):
+            results = session.run_with_ort_values(self._fetches[i], {n: env[n] for n in self._feeds[i]})
+            env.update(zip(self._fetches[i], results))
+        return [env[n].numpy() for n in self.output_names]
 
     def run_all(self, inputs) -> dict[str, np.ndarray]:
         """Every tensor of the chain by name: model inputs, what crosses each cut, model outputs."""

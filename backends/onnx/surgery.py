@@ -1,15 +1,13 @@
-"""ONNX graph surgery: cut a converted graph into partitions and give tensors their refs' names.
+"""ONNX proto edits on a cut partition: tensors renamed to their refs, the batch dimension named.
 
-Everything here edits ``onnx`` protos with onnx's own data model; cutting uses
-``onnx.utils.Extractor`` (the engine of ``onnx.utils.extract_model``).
+(Cutting itself is :mod:`.cut`, on onnx-ir.)
 """
 
 from __future__ import annotations
 
 from ...ir import KgraftError
 
-__all__ = ["extract", "rename_tensors", "bypass_identities", "name_batch_dims", "check_closed",
-           "all_tensor_names"]
+__all__ = ["rename_tensors", "name_batch_dims", "all_tensor_names"]
 
 
 def all_tensor_names(graph) -> set[str]:
@@ -74,76 +72,9 @@ def rename_tensors(model, mapping: dict[str, str]) -> None:
     _rename_in_graph(model.graph, mapping, top=True)
 
 
-def bypass_identities(model, output: str, graph_input: str) -> None:
-    """Make graph output ``output`` *be* ``graph_input`` when it is only Identity nodes of it.
-
-    A pass-through tensor (a skip connection carried across a partition) then has one name on
-    both sides, as the manifest says. Raises when ``output`` is computed otherwise.
-    """
-    graph = model.graph
-    producer = {o: node for node in graph.node for o in node.output}
-    chain, name = [], output
-    while name != graph_input:
-        node = producer.get(name)
-        if node is None or node.op_type != "Identity" or len(node.input) != 1:
-            raise KgraftError(f"internal: output {output!r} should pass input {graph_input!r} through "
-                              f"unchanged, but is computed by {node.op_type if node else 'nothing'}")
-        chain.append(node)
-        name = node.input[0]
-    if not chain:
-        return
-    for node in graph.node:  # other users of the identities read the input instead
-        node.input[:] = [graph_input if n in {c.output[0] for c in chain} else n for n in node.input]
-    for node in chain:
-        graph.node.remove(node)
-    for value in graph.output:
-        if value.name == output:
-            value.name = graph_input
-    kept = [v for v in graph.value_info if v.name not in {c.output[0] for c in chain}]
-    del graph.value_info[:]
-    graph.value_info.extend(kept)
-
-
 def name_batch_dims(model, batch: str = "batch") -> None:
     """Give the (dynamic) leading dimension of every graph input and output one symbolic name."""
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = batch
-
-
-def check_closed(model, what: str) -> None:
-    """Every node input is a graph input, an initializer or an earlier node's output."""
-    graph = model.graph
-    known = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {""}
-    for node in graph.node:
-        missing = [n for n in node.input if n not in known]
-        if missing:
-            raise KgraftError(f"{what}: node {node.name!r} ({node.op_type}) reads {missing}, which the "
-                              "partition neither receives nor computes")
-        known.update(node.output)
-    missing = [v.name for v in graph.output if v.name not in known]
-    if missing:
-        raise KgraftError(f"{what}: outputs {missing} are not computed")
-
-
-def extract(extractor, inputs: list[str], outputs: list[str], declared: dict | None = None):
-    """The sub-model of ``extractor``'s model between ``inputs`` and ``outputs`` (joint names).
-
-    Declared inputs the converter dropped (a model input nothing uses) are added back from
-    ``declared`` (name -> ValueInfoProto), unused, so the file's signature is the partition's.
-    """
-    present = set(extractor.value_infos)
-    model = extractor.extract_model([n for n in inputs if n in present], outputs)
-    graph = model.graph
-    have = {v.name for v in graph.input}
-    for name in inputs:
-        if name not in have:
-            if not declared or name not in declared:
-                raise KgraftError(f"internal: partition input {name!r} is missing from the converted graph")
-            graph.input.append(declared[name])
-    order = {n: i for i, n in enumerate(inputs)}
-    ordered = sorted(graph.input, key=lambda v: order.get(v.name, len(order)))
-    del graph.input[:]
-    graph.input.extend(ordered)
-    return model

@@ -103,6 +103,15 @@ def _cut_names(pipeline) -> list[str]:
     return [n for n in dict.fromkeys(names) if n not in skip]
 
 
+def _keras_feed(source, names: list[str], arrays: list):
+    """The arrays as the Keras model takes them: one, a list, or a dict (a model built on a dict of
+    inputs, as keras_hub backbones are), matched by input name."""
+    if isinstance(source.input, dict):
+        by_name = dict(zip(names, arrays))
+        return {key: by_name.get(tensor.name, by_name.get(key)) for key, tensor in source.input.items()}
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
 def verify(model, manifest_or_dir, inputs=None, atol: float = 1e-4, *, batch: int = 2, seed: int = 0,
            intermediates: bool = True, custom_objects: dict | None = None,
            strict: bool = True) -> VerifyReport:
@@ -124,7 +133,7 @@ def verify(model, manifest_or_dir, inputs=None, atol: float = 1e-4, *, batch: in
         arrays = list(pipeline.normalize(inputs).values())
     env = pipeline.run_all(arrays)
     onnx_out = [env[n] for n in pipeline.output_names]
-    feed = arrays[0] if len(arrays) == 1 else arrays
+    feed = _keras_feed(source, pipeline.input_names, arrays)
     keras_out = _numpy(source(feed, training=False))
     if len(keras_out) != len(onnx_out):
         raise KgraftError(f"verify: the Keras model has {len(keras_out)} outputs, the export "
