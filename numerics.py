@@ -60,13 +60,14 @@ def probe_inputs(graph: Graph, batch: int = 2, seed: int = 0, small: int = SMALL
     in an IntegerLookup's vocabulary. Where a mask is produced (``mask_zero=True``, ``Masking``),
     each row is padded at the end to a different length (with 0 or the ``mask_value``). Strings
     come from a StringLookup/TextVectorization vocabulary (the config's, else the live layer's).
-    Unknown non-batch dimensions become ``small``.
+    An unknown batch dimension becomes ``batch``, other unknown dimensions ``small``.
     """
     rng = np.random.default_rng(seed)
     arrays = []
     for input_id in graph.inputs:
         ttype = graph.value_type(ValueRef(input_id))
-        shape = [batch] + [small if d is None else d for d in (ttype.shape or (None, None))[1:]]
+        dims = ttype.shape or (None, None)
+        shape = [batch if dims[0] is None else dims[0]] + [small if d is None else d for d in dims[1:]]
         arrays.append(_array(ttype.dtype or "float32", shape, _needs(graph, ValueRef(input_id)), rng))
     return arrays
 
