@@ -20,6 +20,8 @@ state of the user's model.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +84,15 @@ def _call(model, arrays: list) -> list[np.ndarray]:
     return _numpy(model(feed, training=False))
 
 
+def _gist(error: Exception) -> str:
+    """The message of an error raised inside Keras, without its ANSI markup, the "Exception
+    encountered when calling..." preamble or the argument dump."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines()]
+    lines = [line for line in lines if line and not line.startswith("Exception encountered")]
+    kept = lines[:next((i for i, line in enumerate(lines) if line.startswith("Arguments received")), len(lines))]
+    return " ".join(kept)[:300].rstrip(".")
+
+
 def _compare(name: str, got: np.ndarray, expected: np.ndarray) -> _Diff:
     finite = not (np.issubdtype(expected.dtype, np.floating) and not np.isfinite(expected).all())
     return _Diff(name, max_abs_diff(got, expected), tolerance(expected), finite, scale(expected))
@@ -123,7 +134,10 @@ class _Check:
             values = self.source_values(in_refs + wanted)
             feeds, found = values[:len(in_refs)], iter(values[len(in_refs):])
             expected = [None if r is None else next(found) for r in out_refs]
-        got = self.chain(models, feeds)
+        try:
+            got = self.chain(models, feeds)
+        except Exception as e:  # a result that cannot run where the source runs
+            self._fail_to_run(e, models, feeds)
         if len(got) != len(expected):
             raise EquivalenceError(f"{self.what}: the result has {len(got)} outputs, the source model "
                                    f"{len(expected)} where {len(got)} were expected; {self._advice()}")
@@ -158,6 +172,20 @@ class _Check:
                 "layer whose get_config() does not describe it fully (a constructor argument it omits, state "
                 "outside its weights). Pass check=False to get the result unchecked.")
 
+    def _fail_to_run(self, error: Exception, models: list, feeds: list) -> None:
+        layer = _Bisect(self, models, feeds).failing_layer()
+        where = "" if layer is None else f" in layer {layer[0]!r} ({layer[1]}{self._in_part(layer[2], models)})"
+        e = EquivalenceError(f"{self.what}: the result fails{where} on probe inputs (batch {self.batch}, seed "
+                             f"{self.seed}) on which the source model runs: {type(error).__name__}: "
+                             f"{_gist(error)}. {self._advice()}")
+        e.ref, e.layer_class, e.part = layer if layer is not None else (None, None, None)
+        e.max_abs_diff = math.inf
+        raise e from error
+
+    @staticmethod
+    def _in_part(part: int, models: list) -> str:
+        return f", in part {part}" if len(models) > 1 else ""
+
     def _fail(self, bad: list[_Diff], models: list, feeds: list) -> None:
         """Raise the EquivalenceError for outputs ``bad``, naming the first differing tensor
         (also as the error's ``ref``, ``layer_class``, ``max_abs_diff`` and ``part``)."""
@@ -172,8 +200,7 @@ class _Check:
             where = "no tensor the source and the result share differs, only the output(s)"
         else:
             d, layer_class, part = first
-            in_part = f", in part {part}" if len(models) > 1 else ""
-            where = (f"the first differing tensor is {d.name!r} ({layer_class}{in_part}): max abs diff "
+            where = (f"the first differing tensor is {d.name!r} ({layer_class}{self._in_part(part, models)}): max abs diff "
                      f"{d.diff:.3g}, tolerance {d.tol:.1g} (scale {d.scale:.3g})")
         error = EquivalenceError(f"{self.what}: the result does not compute what the source model computes "
                                  f"{probe}: {where}; differing output(s): {outs}. {self._advice()}")
@@ -225,6 +252,18 @@ class _Bisect:
         got = Interpreter(self.graphs[part], self.models[part]).run(self.part_inputs(part), [value])[0]
         expected = self.check.source_values([source_value])[0]
         return _compare(self.graphs[part].value_name(value), got, expected)
+
+    def failing_layer(self) -> tuple[str, str, int] | None:
+        """The first layer whose call fails (name, class, part), each part run in the interpreter."""
+        from .backends.keras.interpret import Interpreter
+
+        for part, (g, model) in enumerate(zip(self.graphs, self.models)):
+            try:
+                Interpreter(g, model).run(self.part_inputs(part))
+            except KgraftError as e:
+                layer = getattr(e, "layer", None)
+                return None if layer is None else (layer.name, layer.class_name, part)
+        return None
 
     def first_difference(self) -> tuple[_Diff, str, int] | None:
         """The first differing tensor's comparison, its layer class and its part, or None."""

@@ -77,8 +77,10 @@ class Interpreter:
             out = op(*args, **kwargs)
         except Exception as e:
             layer = self.graph.layers[node.layer]
-            raise KgraftError(f"interpreter: calling layer {layer.qualified_name!r} ({layer.class_name}) "
-                              f"failed: {type(e).__name__}: {e}") from e
+            error = KgraftError(f"interpreter: calling layer {layer.qualified_name!r} ({layer.class_name}) "
+                                f"failed: {type(e).__name__}: {e}")
+            error.layer = layer  # which one, for callers that report it
+            raise error from e
         return keras.tree.flatten(out)
 
     def live(self, name: str):
