@@ -6,7 +6,7 @@ before returning. They run the source and the result on :func:`kgraft.numerics.p
 from a lookup's vocabulary), in inference mode, the parts of a split composed through numpy
 arrays (as across a process boundary: nothing rides along on an eager tensor, a Keras mask
 included), and compare NaN-strictly (:func:`kgraft.numerics.max_abs_diff`). That is the whole
-cost when they agree: one forward pass of each.
+cost when they agree: one forward pass of each, on one row unless a padded sequence needs two.
 
 When they do not, :class:`EquivalenceError` names the first tensor that differs: the refs the
 source and the result share (by name, in the result's topological order) are bisected, each
@@ -28,25 +28,26 @@ import numpy as np
 
 from .ir import EquivalenceError, Graph, KgraftError, RefError, ValueRef
 from .ir.refs import resolve
-from .numerics import max_abs_diff, probe_inputs, scale, tolerance
+from .numerics import max_abs_diff, probe_inputs, rows_needed, scale, tolerance
 
 __all__ = ["check_model", "check_split"]
 
 
 def check_model(source, result, *, inputs: list[str] | None = None, outputs: list[str | None] | None = None,
-                graph: Graph | None = None, what: str = "result", batch: int = 2, seed: int = 0) -> None:
+                graph: Graph | None = None, what: str = "result", batch: int | None = None, seed: int = 0) -> None:
     """Raise :class:`EquivalenceError` unless ``result`` computes what ``source`` computes.
 
     ``inputs``: refs of the source tensors the result's inputs take (default: the source's
     inputs); ``outputs``: refs of the source tensors the result's outputs must equal, ``None``
     for an output with no counterpart (a new head); default: the source's outputs. ``graph`` is
-    ``kgraft.lower(source)`` when the caller has it already.
+    ``kgraft.lower(source)`` when the caller has it already. ``batch``: probe rows (default: the
+    fewest that exercise every input, :func:`kgraft.numerics.rows_needed`).
     """
     _Check(source, graph, what, batch, seed).run([result], inputs, outputs)
 
 
-def check_split(source, parts: list, *, graph: Graph | None = None, what: str = "split", batch: int = 2,
-                seed: int = 0) -> None:
+def check_split(source, parts: list, *, graph: Graph | None = None, what: str = "split",
+                batch: int | None = None, seed: int = 0) -> None:
     """Raise :class:`EquivalenceError` unless feeding each part's outputs, as numpy arrays, to the
     next one reproduces ``source``'s outputs."""
     _Check(source, graph, what, batch, seed).run(list(parts), None, None)
@@ -99,13 +100,14 @@ def _compare(name: str, got: np.ndarray, expected: np.ndarray) -> _Diff:
 
 
 class _Check:
-    def __init__(self, source, graph: Graph | None, what: str, batch: int, seed: int):
+    def __init__(self, source, graph: Graph | None, what: str, batch: int | None, seed: int):
         from .backends.keras import load_model, lower
 
         self.source = load_model(source) if graph is None else graph.meta["source"]
         self.graph = lower(self.source) if graph is None else graph
-        self.what, self.batch, self.seed = what, batch, seed
-        self.x = probe_inputs(self.graph, batch, seed)
+        self.what, self.seed = what, seed
+        self.batch = rows_needed(self.graph) if batch is None else batch  # 1 row halves the cost
+        self.x = probe_inputs(self.graph, self.batch, seed)
         self._flat: Graph | None = None
 
     @property

@@ -24,7 +24,7 @@ import numpy as np
 
 from .ir import Graph, Layer, ValueRef
 
-__all__ = ["probe_inputs", "flatten_outputs", "max_abs_diff", "scale", "tolerance", "close", "assert_close",
+__all__ = ["probe_inputs", "rows_needed", "flatten_outputs", "max_abs_diff", "scale", "tolerance", "close", "assert_close",
            "SMALL_DIM", "RTOL"]
 
 SMALL_DIM = 3  # what an unknown (None) non-batch dimension becomes
@@ -70,6 +70,13 @@ def probe_inputs(graph: Graph, batch: int = 2, seed: int = 0, small: int = SMALL
         shape = [batch if dims[0] is None else dims[0]] + [small if d is None else d for d in dims[1:]]
         arrays.append(_array(ttype.dtype or "float32", shape, _needs(graph, ValueRef(input_id)), rng))
     return arrays
+
+
+def rows_needed(graph: Graph) -> int:
+    """The fewest probe rows that exercise every input of ``graph``: 2 where sequences are padded
+    (each row to a different length), else 1."""
+    needs = [_needs(graph, ValueRef(i)) for i in graph.inputs]
+    return 2 if any(n.pad_with or n.sentence_steps for n in needs) else 1
 
 
 def _needs(graph: Graph, value: ValueRef) -> _Needs:
