@@ -162,11 +162,13 @@ def test_max_abs_diff_over_structures():
 
 
 def test_tolerance_is_relative_to_the_output_scale():
-    assert tolerance(np.array([0.5, -0.2], "float32")) == pytest.approx(1e-5)
+    assert tolerance(np.array([0.5, -0.2], "float32")) == pytest.approx(5e-6)
     assert tolerance(np.array([1000.0, np.inf], "float32")) == pytest.approx(1e-2)  # inf is no scale
     assert tolerance(np.array([1.0], "float16")) == pytest.approx(1e-3)
     assert close(np.array([1000.005]), np.array([1000.0]))
-    assert not close(np.array([1.5e-5]), np.array([0.0]))
+    softmax = np.full(1000, 1e-3)  # a change of 1e-6 is a 0.1% change here
+    assert not close(softmax + 1e-6, softmax) and close(softmax + 1e-9, softmax)
+    assert not close(np.array([1e-20]), np.array([0.0])) and close(np.zeros(3), np.zeros(3))
 
 
 def test_assert_close_names_the_difference():
