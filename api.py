@@ -2,7 +2,8 @@
 
 Every function accepts a ``keras.Model`` or a path to a ``.keras``/``.h5`` file (plus
 ``custom_objects``), returns new models whose weights are copied from the argument, and never
-mutates the argument.
+mutates the argument. Those that return models check them first (``check=True``, see
+:mod:`kgraft.equivalence`): a result that computes something else raises ``EquivalenceError``.
 """
 
 from __future__ import annotations
@@ -11,23 +12,34 @@ from typing import Any
 
 from . import passes
 from .backends.keras import build, lower
-from .ir import Graph, KgraftError, TensorType
+from .equivalence import check_model, check_split
+from .ir import Graph, KgraftError, TensorType, ValueRef
 from .ir.refs import resolve
 from .passes.extract import inline_if_needed
 
 __all__ = ["flatten", "extract", "split_points", "split", "add_head", "downstream", "cut_costs", "plan"]
 
 
-def flatten(model, custom_objects: dict | None = None):
+def flatten(model, custom_objects: dict | None = None, check: bool = True):
     """Inline every nested model; same inputs, outputs and numbers."""
-    return build(passes.inline_nested(lower(model, custom_objects)))
+    graph = lower(model, custom_objects)
+    result = build(passes.inline_nested(graph))
+    if check:
+        check_model(graph.meta["source"], result, graph=graph, what="flatten")
+    return result
 
 
-def extract(model, outputs, inputs=None, custom_objects: dict | None = None):
+def extract(model, outputs, inputs=None, custom_objects: dict | None = None, check: bool = True):
     """Sub-model from ``inputs`` (refs; default: the model's inputs) to ``outputs`` (ref or refs)."""
     outs = [outputs] if isinstance(outputs, str) else list(outputs)
     ins = [inputs] if isinstance(inputs, str) else inputs
-    return build(passes.extract(lower(model, custom_objects), outputs=outs, inputs=ins))
+    graph = lower(model, custom_objects)
+    sub = passes.extract(graph, outputs=outs, inputs=ins)
+    result = build(sub)
+    if check:
+        kept = ins if ins is not None else [sub.value_name(ValueRef(i)) for i in sub.inputs]  # model inputs
+        check_model(graph.meta["source"], result, inputs=kept, outputs=outs, graph=graph, what="extract")
+    return result
 
 
 def split_points(model, custom_objects: dict | None = None) -> list[str]:
@@ -35,19 +47,31 @@ def split_points(model, custom_objects: dict | None = None) -> list[str]:
     return passes.split_points(lower(model, custom_objects))
 
 
-def split(model, at, custom_objects: dict | None = None) -> list:
+def split(model, at, custom_objects: dict | None = None, check: bool = True) -> list:
     """``len(cuts) + 1`` models that compose back to ``model`` (see :mod:`kgraft.passes.split`)."""
-    return build(passes.split(lower(model, custom_objects), at=at))
+    graph = lower(model, custom_objects)
+    parts = build(passes.split(graph, at=at))
+    if check:
+        check_split(graph.meta["source"], parts, graph=graph, what="split")
+    return parts
 
 
-def add_head(model, at: str, head: Any, name: str | None = None, custom_objects: dict | None = None):
+def add_head(model, at: str, head: Any, name: str | None = None, custom_objects: dict | None = None,
+             check: bool = True):
     """Attach ``head`` (a layer, a list of layers, or a callable on a KerasTensor) to tensor ``at``.
 
-    The result's outputs are the model's outputs followed by the head's.
+    The result's outputs are the model's outputs followed by the head's (which are not checked:
+    the source has no counterpart).
     """
-    graph = inline_if_needed(lower(model, custom_objects), [at])
+    source = lower(model, custom_objects)
+    graph = inline_if_needed(source, [at])
     head_graph = _lower_head(head, graph.value_type(resolve(graph, at)))
-    return build(passes.add_head(graph, at=at, head=head_graph, model_name=name))
+    result = build(passes.add_head(graph, at=at, head=head_graph, model_name=name))
+    if check:
+        kept = [graph.value_name(v) for v in graph.outputs]
+        check_model(source.meta["source"], result, outputs=kept + [None] * (len(result.outputs) - len(kept)),
+                    graph=source, what="add_head")
+    return result
 
 
 def downstream(model, ref: str, custom_objects: dict | None = None) -> list[str]:

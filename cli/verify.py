@@ -1,10 +1,11 @@
 """Numeric checks behind ``--verify``: do the built results compute what the source model does?
 
 The results (one model, or the partitions of a split, chained in order: each one's outputs
-are the next one's inputs) are run on random inputs and their final outputs compared with
-the same tensors of the source model. Tensors are matched by ref: the source model itself
-gives its own outputs; any other tensor (an extracted feature map, a partition's input in the
-middle of the network) comes from a probe, the source cut at those tensors. Outputs that have
+are the next one's inputs) are run on probe inputs (:func:`kgraft.numerics.probe_inputs`) and
+their final outputs compared NaN-strictly (:func:`kgraft.numerics.max_abs_diff`) with the same
+tensors of the source model. Tensors are matched by ref: the source model itself gives its own
+outputs; any other tensor (an extracted feature map, a partition's input in the middle of the
+network) comes from a probe, the source cut at those tensors. Outputs that have
 no counterpart in the source (a new head) are reported, not compared.
 """
 
@@ -16,8 +17,9 @@ import numpy as np
 
 from ..ir import Graph, KgraftError, RefError, ValueRef
 from ..ir.refs import resolve
+from ..numerics import max_abs_diff, probe_inputs
 
-__all__ = ["Check", "check_results", "random_inputs"]
+__all__ = ["Check", "check_results"]
 
 ATOL = 1e-5
 
@@ -50,34 +52,11 @@ class Check:
                 "outputs": {name: d for name, d in self.compared}, "not_compared": self.skipped}
 
 
-def random_inputs(model, batch: int = 2, seed: int = 0) -> list[np.ndarray]:
-    """Random arrays for ``model.inputs`` (unknown dims -> 3; integer inputs get small ints)."""
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for tensor in model.inputs:
-        shape = [batch if i == 0 else (3 if d is None else d) for i, d in enumerate(tensor.shape)]
-        dtype = np.dtype(str(tensor.dtype))
-        if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
-            arrays.append(rng.integers(0, 2, size=shape).astype(dtype))
-        else:
-            arrays.append(rng.standard_normal(shape).astype(dtype))
-    return arrays
-
-
 def _run(model, arrays: list[np.ndarray]) -> list[np.ndarray]:
     import keras
 
     out = model(arrays[0] if len(arrays) == 1 else list(arrays), training=False)
     return [np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.tree.flatten(out)]
-
-
-def _diff(a: np.ndarray, b: np.ndarray) -> float:
-    if a.shape != b.shape:
-        raise KgraftError(f"verify: shapes differ: {a.shape} vs {b.shape}")
-    if not a.size:
-        return 0.0
-    d = np.abs(a.astype(np.float64) - b.astype(np.float64))
-    return float(np.nanmax(d)) if not np.isnan(d).all() else 0.0
 
 
 def _counterpart(graph: Graph, flat: Graph, name: str) -> str | None:
@@ -104,7 +83,7 @@ def check_results(graph: Graph, results: list[Graph], models: list, what: str, a
     in_names = [first.value_name(ValueRef(i)) for i in first.inputs]
     out_names = [last.value_name(v) for v in last.outputs]
     check = Check(atol=atol, what=what)
-    x = random_inputs(source)
+    x = probe_inputs(graph)
     feeds = dict(zip(source_inputs, x))
 
     inner_inputs = [n for n in in_names if n not in feeds]
@@ -129,5 +108,5 @@ def check_results(graph: Graph, results: list[Graph], models: list, what: str, a
         values = _run(model, values)
     for name, value in zip(out_names, values):
         if name in reference:
-            check.compared.append((name, _diff(reference[name], value)))
+            check.compared.append((name, max_abs_diff(value, reference[name])))
     return check

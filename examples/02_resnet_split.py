@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 import kgraft
+from kgraft.numerics import max_abs_diff
 
 
 class Scale(keras.layers.Layer):
@@ -40,10 +41,6 @@ def compose(parts, x):
     return x
 
 
-def max_diff(a, b):
-    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-
-
 def main():
     keras.utils.set_random_seed(0)  # reproducible random weights and printed numbers
     res = {}
@@ -52,7 +49,7 @@ def main():
     expected = resnet(x)
 
     head, tail = kgraft.split(resnet, "conv4_block6_out")
-    res["split_diff"] = max_diff(compose([head, tail], x), expected)
+    res["split_diff"] = max_abs_diff(compose([head, tail], x), expected)
     print(f"split at conv4_block6_out: head -> {head.outputs[0].shape}, tail -> {tail.outputs[0].shape}; "
           f"max |diff| {res['split_diff']:.2e}")
 
@@ -65,7 +62,7 @@ def main():
     cut = ["conv3_block1_2_conv", "conv3_block1_0_bn"]  # both branches of conv3_block1
     head, tail = kgraft.split(resnet, [cut])
     res["multi_cut_shapes"] = [tuple(t.shape) for t in head.outputs]
-    res["multi_cut_diff"] = max_diff(compose([head, tail], x), expected)
+    res["multi_cut_diff"] = max_abs_diff(compose([head, tail], x), expected)
     print(f"multi-tensor cut {cut}: head outputs {res['multi_cut_shapes']}; max |diff| {res['multi_cut_diff']:.2e}")
 
     inp = keras.Input((16,))
@@ -75,7 +72,7 @@ def main():
     small.save(path)
     parts = kgraft.split(path, "scale", custom_objects={"Scale": Scale})
     xs = np.random.default_rng(1).standard_normal((4, 16)).astype("float32")
-    res["custom_diff"] = max_diff(compose(parts, xs), small(xs))
+    res["custom_diff"] = max_abs_diff(compose(parts, xs), small(xs))
     print(f"custom Scale layer, split from {os.path.basename(path)}: {len(parts)} parts; "
           f"max |diff| {res['custom_diff']:.2e}")
 

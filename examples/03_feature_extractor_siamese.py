@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 import kgraft
+from kgraft.numerics import max_abs_diff
 
 STAGES = ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out"]
 
@@ -32,7 +33,7 @@ def main():
     # reference: the same activations read from the source model with plain Keras
     reference = keras.Model(resnet.input, [resnet.get_layer(n).output for n in STAGES])(x)
     res["feature_shapes"] = [tuple(t.shape) for t in got]
-    res["feature_diff"] = max(float(np.max(np.abs(a - b))) for a, b in zip(got, reference))
+    res["feature_diff"] = max_abs_diff(got, reference)
     res["feature_layers"] = (len(features.layers), len(resnet.layers))
     print(f"multi-scale features ({len(features.layers)} of {len(resnet.layers)} layers kept): "
           f"{res['feature_shapes']}; max |diff| {res['feature_diff']:.2e}")
@@ -51,7 +52,7 @@ def main():
     res["embed_layers"] = sum(layer is embed for layer in triplet.layers)
     res["embed_calls"] = len(embed._inbound_nodes)
     res["shared_weights"] = len(triplet.weights) == len(embed.weights)
-    res["anchor_vs_negative"] = float(np.max(np.abs(ea - en)))
+    res["anchor_vs_negative"] = max_abs_diff(ea, en)
     print(f"triplet model: outputs {res['triplet_shapes']}, one embedding layer called {res['embed_calls']} "
           f"times, {len(triplet.weights)} weights (= the embedding's {len(embed.weights)}); "
           f"max |anchor - negative| on equal images {res['anchor_vs_negative']:.1e}")

@@ -18,6 +18,7 @@ import numpy as np
 from keras import layers
 
 import kgraft
+from kgraft.numerics import max_abs_diff
 
 
 def build_autoencoder():
@@ -44,8 +45,8 @@ def main():
     _, decoder = kgraft.split(model, "bottleneck")
     code = encoder(x)
     reference_code = keras.Model(model.input, model.get_layer("bottleneck").output)(x)
-    enc_diff = float(np.max(np.abs(np.asarray(code) - np.asarray(reference_code))))
-    dec_diff = float(np.max(np.abs(np.asarray(decoder(code)) - np.asarray(model(x)))))
+    enc_diff = max_abs_diff(code, reference_code)
+    dec_diff = max_abs_diff(decoder(code), model(x))
     print(f"encoder: {[l.name for l in encoder.layers]} -> {tuple(code.shape)}; max |diff| {enc_diff:.2e}")
     print(f"decoder: input {tuple(decoder.inputs[0].shape)} -> {tuple(decoder.outputs[0].shape)}, "
           f"layers {[l.name for l in decoder.layers]}; decoder(encoder(x)) vs model(x) max |diff| {dec_diff:.2e}")
