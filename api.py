@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import passes
-from .backends.keras import build, lower
+from .backends.keras import build, build_partitions, lower
 from .equivalence import check_model, check_split
 from .ir import Graph, KgraftError, TensorType, ValueRef
 from .ir.refs import resolve
@@ -50,7 +50,7 @@ def split_points(model, custom_objects: dict | None = None) -> list[str]:
 def split(model, at, custom_objects: dict | None = None, check: bool = True) -> list:
     """``len(cuts) + 1`` models that compose back to ``model`` (see :mod:`kgraft.passes.split`)."""
     graph = lower(model, custom_objects)
-    parts = build(passes.split(graph, at=at))
+    parts = build_partitions(passes.split(graph, at=at))
     if check:
         check_split(graph.meta["source"], parts, graph=graph, what="split")
     return parts

@@ -192,7 +192,8 @@ def run_case(family: str, size: int, repeats: int, width: int, nest_depth: int) 
     del pruned
     points, seconds["split_points"] = _timed(lambda: passes.split_points(flat), repeats, cpu, "split_points")
     at = points[len(points) // 2]
-    parts, seconds["split"] = _timed(lambda: passes.split(flat, at=at), repeats, cpu, "split")
+    split, seconds["split"] = _timed(lambda: passes.split(flat, at=at), repeats, cpu, "split")
+    parts = partitions_of(split)
     with gc_paused():  # as the passes run
         _, seconds["floor"] = _timed(lambda: floor(flat), repeats, cpu, "floor")
     return {"family": family, "size": size, "call_sites": len(flat), "layers": len(flat.layers),

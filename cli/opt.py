@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..ir import KgraftError, VerificationError, verify
+from ..ir import KgraftError, VerificationError, partitions_of, verify
 from .app import UsageError, main
 from .options import check_output, force_option, model_options
 from .ui import get_ui, ui_options
@@ -53,14 +53,12 @@ def opt(model, input_shape, unsafe, custom_objects, pipeline, print_ir_after_all
 
     def dump(p, result):
         click.echo(f"// -----// IR after {p} //----- //")
-        for g in result if isinstance(result, list) else [result]:
-            click.echo(str(g), nl=False)
+        click.echo(str(result), nl=False)
 
     result = run(graph, passes, after_each=dump if print_ir_after_all else None)
-    results = result if isinstance(result, list) else [result]
+    results = partitions_of(result) or [result]  # a split pipeline writes one model per partition
     if not (out or verify_numbers or print_ir_after_all):
-        for g in results:
-            click.echo(str(g), nl=False)
+        click.echo(str(result), nl=False)
     if not (out or verify_numbers):
         return
     if out and out.endswith(".keras") and len(results) > 1:

@@ -22,7 +22,7 @@ def build_models(graphs: list[Graph], ui: UI) -> list:
 
     what = "the model" if len(graphs) == 1 else f"{len(graphs)} partitions"
     with ui.step(f"building {what} in Keras (copying weights)"):
-        return build(list(graphs))
+        return [build(g) for g in graphs]
 
 
 def partition_files(count: int, path: str) -> list[str]:

@@ -27,7 +27,7 @@ from .errors import VerificationError
 from .tree import ValueRef, iter_refs, map_refs
 from .types import UNKNOWN, TensorType
 
-__all__ = ["ValueRef", "Layer", "Node", "Graph", "INPUT_CLASS", "nested_call_inputs"]
+__all__ = ["ValueRef", "Layer", "Node", "Graph", "INPUT_CLASS", "nested_call_inputs", "partitions_of"]
 
 INPUT_CLASS = "InputLayer"
 
@@ -436,3 +436,13 @@ def nested_call_inputs(node: Node, body: Graph) -> list:
     if len(node.args) > 1 and len(flat) < len(inputs):  # tf.keras 2 style: one positional arg per input
         flat = [ref for _, ref in iter_refs(node.args)]
     return flat if len(flat) == len(inputs) else flat + [None] * (len(inputs) - len(flat))
+
+
+def partitions_of(graph: Graph) -> list[Graph] | None:
+    """The partitions of a graph that the ``split`` pass returned (its top level calls nested
+    graphs ``part0 .. partN`` in order, nothing else), or ``None`` for any other graph."""
+    calls = [node for node in graph.nodes() if node.id not in graph.inputs]
+    if not calls or any(node.layer != f"part{i}" or graph.layers[node.layer].body is None
+                        for i, node in enumerate(calls)):
+        return None
+    return [graph.layers[node.layer].body for node in calls]

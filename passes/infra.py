@@ -32,7 +32,7 @@ class Pass:
 
     name: ClassVar[str] = ""
 
-    def apply(self, graph: Graph) -> Graph | list[Graph]:
+    def apply(self, graph: Graph) -> Graph:
         raise NotImplementedError
 
     def __str__(self) -> str:
@@ -190,51 +190,62 @@ def _coerce(raw: Any, hint: Any, where: str) -> Any:
 
 # ---------------------------------------------------------------------------- the manager
 @gc_paused()
-def run(graph: Graph | list[Graph], pipeline: str | Pass | list[Pass], *,
-        after_each: Callable[[Pass, Graph | list[Graph]], None] | None = None) -> Graph | list[Graph]:
-    """Run passes in order; a pass that returns partitions makes later passes run per partition.
+def run(graph: Graph, pipeline: str | Pass | list[Pass], *,
+        after_each: Callable[[Pass, Graph], None] | None = None) -> Graph:
+    """Run passes in order, verifying the input first and every result.
 
     ``after_each(pass, result)`` sees every intermediate result (``--print-ir-after-all``).
     """
     passes = parse_pipeline(pipeline) if isinstance(pipeline, str) else (
         [pipeline] if isinstance(pipeline, Pass) else list(pipeline))
-    current, partitioned, ran = [graph] if isinstance(graph, Graph) else list(graph), not isinstance(graph, Graph), []
+    if not isinstance(graph, Graph):
+        raise PipelineError(f"passes run on a kgraft IR Graph, got {type(graph).__name__}")
+    verify(graph)
+    ran: list[str] = []
     for p in passes:
-        results = []
-        for g in current:
-            out = _apply_one(p, g, ran)
-            partitioned |= isinstance(out, list)
-            results.extend(out if isinstance(out, list) else [out])
-        current = results
+        graph = _apply_one(p, graph, ran)
         ran.append(str(p))
         if after_each is not None:
-            after_each(p, current if partitioned else current[0])
-    return current if partitioned else current[0]
+            after_each(p, graph)
+    return graph
 
 
-def _apply_one(p: Pass, graph: Graph, ran: list[str]) -> Graph | list[Graph]:
+def _apply_one(p: Pass, graph: Graph, ran: list[str]) -> Graph:
     context = f"(in pass '{p}'; passes already run: {', '.join(ran) or 'none'})"
-    version = graph.version
+    version = _versions(graph)
     try:
         out = p.apply(graph)
-        for g in out if isinstance(out, list) else [out]:
-            verify(g)
+        verify(out)
     except KgraftError as e:
         e.args = (f"{e.args[0] if e.args else e}\n{context}",) + e.args[1:]
         e.passes_run = list(ran)
         raise
     except Exception as e:
         raise PassError(f"pass '{p}' failed unexpectedly: {type(e).__name__}: {e}\n{context}") from e
-    if graph.version != version:
+    if _versions(graph) != version:
         raise PassError(f"pass '{p}' changed its input graph; passes must build a new one {context}")
     return out
 
 
-def as_function(cls: type[Pass]) -> Callable[..., Graph | list[Graph]]:
+def _versions(graph: Graph) -> list[int]:
+    """The version of ``graph`` and of every nested body: a pass that edits a body in place
+    changes it there, not in the graph that holds it."""
+    found, stack, seen = [], [graph], set()
+    while stack:
+        g = stack.pop()
+        if id(g) in seen:
+            continue
+        seen.add(id(g))
+        found.append(g.version)
+        stack.extend(layer.body for layer in g.layers.values() if layer.body is not None)
+    return found
+
+
+def as_function(cls: type[Pass]) -> Callable[..., Graph]:
     """``fn(graph, **options)`` running one pass through the manager (verified, input untouched)."""
 
     @functools.wraps(cls, assigned=("__doc__",), updated=())
-    def fn(graph: Graph, **options: Any) -> Graph | list[Graph]:
+    def fn(graph: Graph, **options: Any) -> Graph:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(options) - fields)
         if unknown:

@@ -9,6 +9,12 @@ partitions. Partition ``i`` takes what crosses cut ``i - 1`` and returns what cr
 downstream (a skip connection jumping over a multi-tensor cut, a model output computed early),
 passed through unchanged. So ``p_m(...p_1(p_0(x)))`` equals ``model(x)``.
 
+The pass returns ONE graph whose top level calls the partitions in order, as nested graphs
+``part0 .. partN`` (as torch.fx's ``split_module`` returns one module); ``inline-nested`` of it
+computes what the source computes, and :func:`~kgraft.ir.graph.partitions_of` lists them::
+
+    kgraft.model @m(%x) { %part0 = Functional @part0#0(%x) {...}   %part1 = Functional @part1#0(%part0) {...} }
+
 Precondition: none (nested models are inlined when a cut points inside one; dead code is
 pruned). A bad cut raises :class:`CutError` naming a bypassing path and the nearest split
 points.
@@ -19,14 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..ir import CutError, Graph, ValueRef
+from ..ir import CutError, Graph, Layer, Node, ValueRef
 from ..ir.refs import resolve_many
 from .cuts import outputs_after, require_separator
 from .extract import build_subgraph, inline_if_needed
 from .infra import Pass, register
 from .prune_unreachable import prune
 
-__all__ = ["Split", "SplitPlan", "normalize_cuts", "plan_split", "split_values", "cut_sides"]
+__all__ = ["Split", "SplitPlan", "normalize_cuts", "plan_split", "cut_sides", "pipeline_graph"]
 
 
 def normalize_cuts(at) -> list[list[str]]:
@@ -74,10 +80,6 @@ def plan_split(graph: Graph, at) -> SplitPlan:
     graph = inline_if_needed(graph, [r for cut in cuts for r in cut])
     values = [resolve_many(graph, cut) for cut in cuts]
     return _plan(graph, values, [", ".join(cut) for cut in cuts])
-
-
-def split_values(graph: Graph, cuts: list[list[ValueRef]], labels: list[str]) -> list[Graph]:
-    return _plan(graph, cuts, labels).partitions
 
 
 def _plan(graph: Graph, cuts: list[list[ValueRef]], labels: list[str]) -> SplitPlan:
@@ -134,5 +136,29 @@ class Split(Pass):
     name: ClassVar[str] = "split"
     at: list = field(default_factory=list)
 
-    def apply(self, graph: Graph) -> list[Graph]:
-        return plan_split(graph, normalize_cuts(self.at)).partitions
+    def apply(self, graph: Graph) -> Graph:
+        return pipeline_graph(plan_split(graph, normalize_cuts(self.at)))
+
+
+def pipeline_graph(plan: SplitPlan) -> Graph:
+    """One graph calling the partitions of ``plan`` in order: ``part{i}`` takes what ``part{i-1}``
+    returns (partition 0 the model's inputs), and the last one's outputs are the model's."""
+    source = plan.graph
+    top = Graph(source.name, "Functional")
+    top.meta = source.meta
+    for node_id in source.inputs:
+        top.add_layer(source.layer_of(node_id))
+        top.add_node(source.node(node_id))
+    top.set_inputs(source.inputs, source.input_keys)
+    values = source.input_refs()
+    for i, body in enumerate(plan.partitions):
+        name = f"part{i}"  # the layer; its body keeps the name the partition's model gets (m_part0)
+        spec = {"module": "keras.src.models.functional", "class_name": "Functional",
+                "registered_name": "Functional", "config": {"name": name, "trainable": True}}
+        top.add_layer(Layer(name, "Functional", spec, (name,), body=body))
+        args = [values[0]] if len(values) == 1 else [list(values)]
+        types = tuple(body.value_type(r) for r in body.outputs)
+        top.add_node(Node(Node.make_id(name, 0), name, 0, args, {}, types))
+        values = [ValueRef(Node.make_id(name, 0), j) for j in range(len(types))]
+    top.set_outputs(values, source.output_keys)
+    return top

@@ -125,7 +125,8 @@ def test_show_prints_the_ir_nested_or_flat_and_the_split_points(ir, tmp_path):
 def test_opt_prints_the_ir_after_the_pipeline(ir):
     proc = kgraft("opt", ir, "-p", "split{at=add}")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("kgraft.model @") == 2  # two partitions
+    assert proc.stdout.count("kgraft.model @") == 3  # one graph calling two partitions
+    assert "@part0#0" in proc.stdout and "@part1#0" in proc.stdout
 
 
 def test_opt_bad_pipeline_is_a_usage_error_before_loading(tmp_path):

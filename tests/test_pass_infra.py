@@ -80,16 +80,18 @@ class FailPass(Pass):
 
 
 @dataclass(frozen=True)
-class SplitPass(Pass):
-    """Returns two partitions."""
+class BodyMutatePass(Pass):
+    """Edits a nested model's body in place (forbidden; the manager must notice)."""
 
-    name: ClassVar[str] = "test-split"
+    name: ClassVar[str] = "test-mutate-body"
 
-    def apply(self, graph: Graph) -> list[Graph]:
-        return [graph.copy(), graph.copy()]
+    def apply(self, graph: Graph) -> Graph:
+        body = next(layer.body for layer in graph.layers.values() if layer.body is not None)
+        body.set_outputs(list(body.outputs))
+        return graph.copy()
 
 
-TEST_PASSES = [OptsPass, BreakPass, MutatePass, FailPass, SplitPass]
+TEST_PASSES = [OptsPass, BreakPass, MutatePass, FailPass, BodyMutatePass]
 
 
 @pytest.fixture
@@ -317,17 +319,27 @@ def test_kgraft_errors_from_a_pass_keep_their_type(graph, test_passes):
     assert str(info.value) == "no cut here\n(in pass 'test-fail{error=cut}'; passes already run: prune-unreachable)"
 
 
-def test_partitions_run_later_passes_per_partition(graph, test_passes):
-    seen = []
-    out = run(graph, "test-split,prune-unreachable", after_each=lambda p, r: seen.append((str(p), r)))
-    assert isinstance(out, list) and len(out) == 2
-    assert all(str(g) == PRUNED for g in out)
-    assert isinstance(seen[0][1], list) and len(seen[1][1]) == 2
+NESTED_TEXT = """
+kgraft.model @m(%x: f32[?,4]) {
+  %enc = Functional @enc#0(%x) : f32[?,4] {
+    kgraft.model @enc(%i: f32[?,4]) {
+      %d = Dense @d#0(%i) {units=4} : f32[?,4]
+      return %d
+    }
+  }
+  return %enc
+}
+"""
 
 
-def test_run_on_a_list_of_graphs_returns_a_list(graph):
-    out = run([graph, parse(PRUNED)], "prune-unreachable")
-    assert [str(g) for g in out] == [PRUNED, PRUNED]
+def test_a_pass_that_edits_a_nested_body_in_place_is_caught(test_passes):
+    with pytest.raises(PassError, match="changed its input graph"):
+        run(parse(NESTED_TEXT), "test-mutate-body")
+
+
+def test_run_takes_one_graph():
+    with pytest.raises(PipelineError, match="passes run on a kgraft IR Graph, got list"):
+        run([parse(PRUNED)], "prune-unreachable")
 
 
 def test_run_rejects_invalid_pipeline_before_running(graph, test_passes):

@@ -14,6 +14,7 @@ import textwrap
 
 import pytest
 
+from kgraft.ir import partitions_of
 from kgraft import CutError, KgraftError, PipelineError, RefError, passes
 from kgraft.ir import INPUT_CLASS, Graph, ValueRef, parse, verify
 from kgraft.ir.refs import resolve
@@ -23,6 +24,11 @@ from kgraft.ir.tree import map_refs
 # ---------------------------------------------------------------------------- helpers
 def ir(text: str) -> Graph:
     return verify(parse(textwrap.dedent(text)))
+
+def split_parts(graph, **options):
+    """The partitions of ``kgraft.passes.split`` (one graph calling part0 .. partN), as a list."""
+    return partitions_of(passes.split(graph, **options))
+
 
 
 def _state(g: Graph):
@@ -357,7 +363,7 @@ def test_bad_refs_through_passes():
         with pytest.raises(RefError, match="lstm:0"):
             passes.extract(g, outputs=["lstm"])
         with pytest.raises(RefError, match="shared@0"):
-            passes.split(g, at=["shared"])
+            split_parts(g, at=["shared"])
         with pytest.raises(RefError, match="Closest names: .*dense_out"):
             passes.add_head(g, at="dense_ot", head=ir(HEAD))
         with pytest.raises(RefError):
@@ -400,7 +406,7 @@ def test_nested_model_names_resolve_after_inlining():
     with pytest.raises(RefError, match=r"'mid' has 1 output\(s\) \(0..0\), not 1"):
         resolve(flat, "mid@0:1")
     # a pipeline that needs inlining for one ref still takes the nested model's name for another
-    parts = passes.split(g, at=["mid/dense@1", "mid@1"])
+    parts = split_parts(g, at=["mid/dense@1", "mid@1"])
     assert [output_names(p) for p in parts[:2]] == [["mid_dense@1"], ["add"]]  # add@1, alone in its part
     assert passes.prune_unreachable(flat).aliases == flat.aliases  # copies keep them
 
@@ -703,7 +709,7 @@ def test_extract_inside_nested_model():
 def test_split_single_split_point():
     g = ir(DIAMOND)
     with untouched(g):
-        parts = passes.split(g, at="s")
+        parts = split_parts(g, at="s")
     assert len(parts) == 2
     assert [input_names(p) for p in parts] == [["x"], ["s"]]
     assert [output_names(p) for p in parts] == [["s"], ["out"]]
@@ -715,9 +721,9 @@ def test_split_single_split_point():
 
 def test_split_at_list_of_one_ref_is_the_same():
     g = ir(DIAMOND)
-    a = passes.split(g, at="add")
-    b = passes.split(g, at=["add"])
-    c = passes.split(g, at=[["add"]])
+    a = split_parts(g, at="add")
+    b = split_parts(g, at=["add"])
+    c = split_parts(g, at=[["add"]])
     assert [str(p) for p in a] == [str(p) for p in b] == [str(p) for p in c]
 
 
@@ -725,7 +731,7 @@ def test_split_not_a_split_point_names_path_and_nearest_points():
     g = ir(LONG_SKIP)
     with untouched(g):
         with pytest.raises(CutError) as info:
-            passes.split(g, at="p")
+            split_parts(g, at="p")
     msg = str(info.value)
     assert "'p'" in msg and "not a split point" in msg
     assert "a -> b -> c" in msg
@@ -736,7 +742,7 @@ def test_split_not_a_split_point_names_path_and_nearest_points():
 def test_split_no_split_points_at_all_says_so():
     g = ir(INPUT_SKIP)
     with pytest.raises(CutError) as info:
-        passes.split(g, at="a")
+        split_parts(g, at="a")
     msg = str(info.value)
     assert "x -> add" in msg
     assert "no single-tensor split points" in msg
@@ -745,12 +751,12 @@ def test_split_no_split_points_at_all_says_so():
 def test_split_multi_tensor_cut():
     g = ir(LONG_SKIP)
     with untouched(g):
-        parts = passes.split(g, at=[["c", "p"]])
+        parts = split_parts(g, at=[["c", "p"]])
     assert [input_names(p) for p in parts] == [["x"], ["c", "p"]]
     assert [output_names(p) for p in parts] == [["c", "p"], ["out"]]
     check_pipeline(g, parts)
     # the order given is the order of the boundary
-    swapped = passes.split(g, at=[["p", "c"]])
+    swapped = split_parts(g, at=[["p", "c"]])
     assert input_names(swapped[1]) == ["p", "c"]
     check_pipeline(g, swapped)
 
@@ -758,14 +764,14 @@ def test_split_multi_tensor_cut():
 def test_split_multi_tensor_non_separator_names_bypass():
     g = ir(LONG_SKIP)
     with pytest.raises(CutError) as info:
-        passes.split(g, at=[["a", "b"]])
+        split_parts(g, at=[["a", "b"]])
     assert "s0 -> p -> m" in str(info.value)
 
 
 def test_split_n_way_pipeline():
     g = ir(LONG_SKIP)
     with untouched(g):
-        parts = passes.split(g, at=["s0", ["c", "p"], "m"])
+        parts = split_parts(g, at=["s0", ["c", "p"], "m"])
     assert len(parts) == 4
     assert [input_names(p) for p in parts] == [["x"], ["s0"], ["c", "p"], ["m"]]
     assert [output_names(p) for p in parts] == [["s0"], ["c", "p"], ["m"], ["out"]]
@@ -784,7 +790,7 @@ def test_split_skip_connection_over_a_cut_is_passed_through():
       return %out
     }
     """)
-    parts = passes.split(g, at=[["a", "s0"], ["b", "s0"]])
+    parts = split_parts(g, at=[["a", "s0"], ["b", "s0"]])
     assert len(parts) == 3
     assert [output_names(p) for p in parts] == [["a", "s0"], ["b", "s0"], ["out"]]
     middle = parts[1]
@@ -795,7 +801,7 @@ def test_split_skip_connection_over_a_cut_is_passed_through():
 
 def test_split_skip_from_model_input_over_a_cut():
     g = ir(INPUT_SKIP)
-    parts = passes.split(g, at=[["a", "x"]])
+    parts = split_parts(g, at=[["a", "x"]])
     assert [input_names(p) for p in parts] == [["x"], ["a", "x"]]
     assert parts[0].outputs[1] == parts[0].input_refs()[0]
     check_pipeline(g, parts)
@@ -804,7 +810,7 @@ def test_split_skip_from_model_input_over_a_cut():
 def test_split_final_output_computed_early_is_passed_through():
     g = ir(AUX_OUTPUT)
     with untouched(g):
-        parts = passes.split(g, at=["h", ["k", "aux"], ["m", "aux"]])
+        parts = split_parts(g, at=["h", ["k", "aux"], ["m", "aux"]])
     assert [output_names(p) for p in parts] == [["h"], ["k", "aux"], ["m", "aux"], ["main", "aux"]]
     last = parts[-1]
     assert last.outputs[1] == last.input_refs()[1]
@@ -818,11 +824,11 @@ def test_split_single_ref_after_an_early_output():
     g = ir(AUX_OUTPUT)
     assert passes.split_points(g) == ["h"]
     with untouched(g):
-        parts = passes.split(g, at="k")
+        parts = split_parts(g, at="k")
     assert [output_names(p) for p in parts] == [["k", "aux"], ["main", "aux"]]
     assert parts[1].outputs[1] == parts[1].input_refs()[1]
     check_pipeline(g, parts)
-    pipeline = passes.split(g, at=["h", "k", "m"])
+    pipeline = split_parts(g, at=["h", "k", "m"])
     assert [output_names(p) for p in pipeline] == [["h"], ["k", "aux"], ["m", "aux"], ["main", "aux"]]
     check_pipeline(g, pipeline)
     # the same model with the early output fed by k's branch too: now k is bypassed
@@ -830,12 +836,12 @@ def test_split_single_ref_after_an_early_output():
             .replace("%aux = Dense @aux#0(%h) {units=3} : f32[?,3]",
                      "%aux = Dense @aux#0(%h) {units=3} : f32[?,3]\n  %aux2 = Dense @aux2#0(%h) {units=4} : f32[?,4]"))
     with pytest.raises(CutError, match="h -> aux2 -> main"):
-        passes.split(g2, at="k")
+        split_parts(g2, at="k")
 
 
 def test_split_of_multi_output_model_orders_outputs_like_the_model():
     g = ir(AUX_OUTPUT)
-    parts = passes.split(g, at="h")
+    parts = split_parts(g, at="h")
     assert output_names(parts[-1]) == ["main", "aux"]
     check_pipeline(g, parts)
 
@@ -846,40 +852,40 @@ def test_split_cuts_out_of_order(at):
     g = ir(LONG_SKIP)
     with untouched(g):
         with pytest.raises(CutError, match="does not come after"):
-            passes.split(g, at=at)
+            split_parts(g, at=at)
 
 
 @pytest.mark.parametrize("ref, kind", [("x", "model input"), ("out", "model output")])
 def test_split_at_model_input_or_output(ref, kind):
     g = ir(LONG_SKIP)
     with pytest.raises(CutError, match=kind):
-        passes.split(g, at=ref)
+        split_parts(g, at=ref)
 
 
 def test_split_at_output_of_multi_output_model():
     g = ir(AUX_OUTPUT)
     with pytest.raises(CutError, match="model output"):
-        passes.split(g, at="aux")
+        split_parts(g, at="aux")
 
 
 @pytest.mark.parametrize("at", [[], [[]], ["s0", []]])
 def test_split_without_cuts(at):
     with pytest.raises(CutError):
-        passes.split(ir(LONG_SKIP), at=at)
+        split_parts(ir(LONG_SKIP), at=at)
 
 
 def test_split_at_dead_value_is_a_cut_error():
     g = ir(MIXED)
     with untouched(g):
         with pytest.raises(CutError, match="dead"):
-            passes.split(g, at="dead")
+            split_parts(g, at="dead")
         with pytest.raises(CutError, match="dead"):
-            passes.split(g, at=[["cat", "dead"]])
+            split_parts(g, at=[["cat", "dead"]])
 
 
 def test_split_drops_dead_code_and_unused_inputs_from_partitions():
     g = ir(MIXED)
-    parts = passes.split(g, at="cat")
+    parts = split_parts(g, at="cat")
     assert input_names(parts[0]) == ["a", "b", "unused"]  # inputs stay: composition needs the same feed
     assert not any("dead" in p.layers or "deadu" in p.layers for p in parts)
     assert compose_symbolic(parts) == symbolic(g)
@@ -894,7 +900,7 @@ def test_split_shared_layer_across_partitions():
       return %s@1
     }
     """)
-    parts = passes.split(g, at="mid")
+    parts = split_parts(g, at="mid")
     assert "s" in parts[0].layers and "s" in parts[1].layers
     assert output_names(parts[1]) == ["s"]  # one call site left there
     assert compose_symbolic(parts) == symbolic(g)
@@ -903,7 +909,7 @@ def test_split_shared_layer_across_partitions():
 def test_split_inside_nested_model():
     g = ir(NESTED)
     with untouched(g):
-        parts = passes.split(g, at=["mid/add@0", "mid/dense@1"])
+        parts = split_parts(g, at=["mid/add@0", "mid/dense@1"])
     assert len(parts) == 3
     assert all(l.body is None for p in parts for l in p.layers.values())
     assert output_names(parts[0]) == ["add"] and output_names(parts[1]) == ["mid_dense"]
@@ -913,7 +919,7 @@ def test_split_inside_nested_model():
 
 def test_split_multi_input_model():
     g = ir(TWO_INPUTS)
-    parts = passes.split(g, at=[["a", "b"], "c", "d"])
+    parts = split_parts(g, at=[["a", "b"], "c", "d"])
     assert [input_names(p) for p in parts] == [["x1", "x2"], ["a", "b"], ["c"], ["d"]]
     check_pipeline(g, parts)
 
@@ -923,9 +929,9 @@ def test_split_every_split_point_of_every_small_graph():
         g = ir(text)
         points = passes.split_points(g)
         for p in points:
-            check_pipeline(passes.inline_nested(g), passes.split(g, at=p))
+            check_pipeline(passes.inline_nested(g), split_parts(g, at=p))
         if points:
-            all_at_once = passes.split(g, at=points)
+            all_at_once = split_parts(g, at=points)
             assert len(all_at_once) == len(points) + 1
             assert all(len(part.inputs) == 1 for part in all_at_once[1:])
             assert compose_symbolic(all_at_once, input_names(g)) == symbolic(g)
@@ -1051,28 +1057,30 @@ def test_downstream_two_inputs_and_nested():
 def test_pipeline_text_builds_the_same_passes():
     g = ir(LONG_SKIP)
     with untouched(g):
-        from_text = passes.run(g, "split{at=[s0,[c,p]]}")
-        from_python = passes.split(g, at=["s0", ["c", "p"]])
+        from_text = partitions_of(passes.run(g, "split{at=[s0,[c,p]]}"))
+        from_python = split_parts(g, at=["s0", ["c", "p"]])
     assert [str(p) for p in from_text] == [str(p) for p in from_python]
     parsed = passes.parse_pipeline("inline-nested, prune-unreachable ,split{at=[s0,[c,p]]}")
     assert [str(p) for p in parsed] == ["inline-nested", "prune-unreachable", "split{at=[s0,[c,p]]}"]
     assert [str(p) for p in passes.parse_pipeline(",".join(str(p) for p in parsed))] == [str(p) for p in parsed]
 
 
-def test_pipeline_extract_and_partition_fan_out():
+def test_pipeline_extract_and_split_as_one_graph():
     g = ir(NESTED)
     with untouched(g):
         a = passes.run(g, "inline-nested,prune-unreachable,extract{outputs=[add@1],inputs=[mid_dense@0]}")
         b = passes.extract(passes.inline_nested(g), outputs=["add@1"], inputs=["mid_dense@0"])
         assert str(a) == str(b)
-        parts = passes.run(g, "inline-nested,split{at=[add@0]},prune-unreachable")
-    assert isinstance(parts, list) and len(parts) == 2
-    assert [str(p) for p in parts] == [str(p) for p in passes.split(g, at="mid/add@0")]
+        split = passes.run(g, "inline-nested,split{at=[add@0]},prune-unreachable")
+    parts = partitions_of(split)  # passes after split run on the one graph that calls the partitions
+    assert isinstance(split, Graph) and len(parts) == 2
+    assert [str(p) for p in parts] == [str(p) for p in split_parts(g, at="mid/add@0")]
+    assert symbolic(passes.inline_nested(split)) == symbolic(passes.inline_nested(g))  # inlining undoes split
 
 
 def test_pipeline_quoted_refs_and_errors():
     g = ir(NESTED)
-    parts = passes.run(g, 'split{at="mid/add@0"}')
+    parts = partitions_of(passes.run(g, 'split{at="mid/add@0"}'))
     assert output_names(parts[0]) == ["add"]
     with pytest.raises(PipelineError, match="inline-nested"):
         passes.run(g, "inline-nestd")
@@ -1083,7 +1091,7 @@ def test_pipeline_quoted_refs_and_errors():
     with pytest.raises(PipelineError):
         passes.run(g, "split{at=[a,b}")
     with pytest.raises(PipelineError, match="no option"):
-        passes.split(g, where="a")
+        split_parts(g, where="a")
 
 
 def test_pass_errors_say_which_passes_ran():
@@ -1100,7 +1108,7 @@ EVERY_PASS = [
     ("prune_unreachable", lambda g: passes.prune_unreachable(g)),
     ("extract", lambda g: passes.extract(g, outputs=["mid/add@1"], inputs=["mid/dense@0"])),
     ("extract_default", lambda g: passes.extract(g, outputs=["pre"])),
-    ("split", lambda g: passes.split(g, at=["pre", "mid/add@0"])),
+    ("split", lambda g: split_parts(g, at=["pre", "mid/add@0"])),
     ("add_head", lambda g: passes.add_head(g, at="pre", head=ir(HEAD))),
     ("split_points", lambda g: passes.split_points(g)),
     ("downstream", lambda g: passes.downstream(g, "mid/dense@1")),

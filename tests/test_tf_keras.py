@@ -23,11 +23,17 @@ import numpy as np
 import pytest
 
 import kgraft
+from kgraft.ir import partitions_of
 from kgraft import KgraftError, UnknownLayerError, UnsupportedModelError, passes
 from kgraft.backends.keras import build
 from kgraft.ir import ValueRef, parse, verify
 
 ATOL = 1e-5
+
+def split_parts(graph, **options):
+    """The partitions of ``kgraft.passes.split`` (one graph calling part0 .. partN), as a list."""
+    return partitions_of(passes.split(graph, **options))
+
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +226,7 @@ def test_lower_flatten_split(name, source, saved):
         flat, parts = kgraft.flatten(model), kgraft.split(model, at)
         assert kgraft.split_points(model) == passes.split_points(graph)
     else:
-        flat, parts = build(passes.inline_nested(graph)), build(passes.split(graph, at=at))
+        flat, parts = build(passes.inline_nested(graph)), [build(p) for p in split_parts(graph, at=at)]
     assert not any(isinstance(l, keras.Model) for l in flat.layers)
     assert sorted(w.dtype for w in flat.weights) == sorted(w.dtype.name for w in model.weights)
     assert flat.count_params() == model.count_params()

@@ -18,20 +18,18 @@ from typing import Any
 import keras
 import networkx as nx
 
-from ...ir import INPUT_CLASS, Graph, KgraftError, Layer, ValueRef, verify
-from ...ir.tree import map_refs
+from ...ir import INPUT_CLASS, Graph, KgraftError, Layer, ValueRef, partitions_of, verify
 from .classes import check_classes, classes_from_handles
-from .internals import SafeModeScope, deserialize_keras_object, deserialize_layer
+from .arguments import call_arguments
+from .internals import SafeModeScope, deserialize_layer
 from .state import copy_state
 from .weight_plan import copy_planned_weights, shape_error
 
-__all__ = ["build", "copy_weights"]
+__all__ = ["build", "build_partitions", "copy_weights"]
 
 
 def build(graph: Graph, *, weights: bool = True):
     """``keras.Model`` for a graph; for a graph that ``split`` returned, see :func:`build_partitions`."""
-    if isinstance(graph, (list, tuple)):
-        return [build(g, weights=weights) for g in graph]
     if not isinstance(graph, Graph):
         hint = " (lower it first: kgraft.build(kgraft.lower(model)))" if isinstance(graph, keras.Model) else ""
         raise KgraftError(f"kgraft.build expects a kgraft IR Graph (from kgraft.lower or kgraft.ir.parse), "
@@ -48,6 +46,16 @@ def build(graph: Graph, *, weights: bool = True):
     if weights:
         builder.copy_state()
     return model
+
+
+def build_partitions(graph: Graph, *, weights: bool = True) -> list:
+    """One ``keras.Model`` per partition of a graph that the ``split`` pass returned, in order:
+    feeding each one's outputs to the next reproduces the source model."""
+    parts = partitions_of(graph) if isinstance(graph, Graph) else None
+    if parts is None:
+        raise KgraftError(f"build_partitions expects a graph that the split pass returned (its top level "
+                          f"calls part0 .. partN), got {graph!r}; for any other graph use build(graph)")
+    return [build(part, weights=weights) for part in parts]
 
 
 def copy_weights(graph: Graph, model) -> None:
@@ -71,8 +79,13 @@ class _Builder:
         self.objects: dict[Any, Any] = {}
         self.made: list[tuple[Layer, Any]] = []
 
-    def layer(self, layer: Layer):
-        key = ("source", id(layer.handle)) if layer.handle is not None else ("ir", id(layer))
+    def layer(self, layer: Layer, graph: Graph):
+        if layer.class_name == INPUT_CLASS:  # each model its own inputs, also where the IR shares them
+            key = ("input", id(graph), layer.name)
+        elif layer.handle is not None:
+            key = ("source", id(layer.handle))
+        else:
+            key = ("ir", id(layer))
         obj = self.objects.get(key)
         if obj is None:
             obj = self.model(layer.body, layer) if layer.body is not None else self._deserialize(layer)
@@ -102,15 +115,15 @@ class _Builder:
     def model(self, graph: Graph, layer: Layer | None = None):
         name = layer.name if layer is not None else graph.name
         if graph.kind == "Sequential" and _is_chain(graph):
-            stack = [self.layer(graph.layers[node.layer]) for node in graph.nodes()]
+            stack = [self.layer(graph.layers[node.layer], graph) for node in graph.nodes()]
             return keras.Sequential(stack, name=name)
         values: dict[str, list] = {}
         for node in _call_order(graph):
-            obj = self.layer(graph.layers[node.layer])
+            obj = self.layer(graph.layers[node.layer], graph)
             if node.id in graph.inputs:
                 values[node.id] = [obj.output]
                 continue
-            args, kwargs = _arguments(node, values)
+            args, kwargs = call_arguments(node, lambda ref: values[ref.node][ref.index])
             try:
                 result = obj(*args, **kwargs)
             except Exception as e:
@@ -160,49 +173,6 @@ def _copy_layer(layer: Layer, target) -> None:
 
 def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
-
-
-_TOKEN = "\x00kgraft-tensor:"  # stands for a tensor while Keras deserializes a call's other arguments
-
-
-def _arguments(node, values: dict[str, list]) -> tuple[list, dict]:
-    """The call's arguments with Keras tensors for the IR's values and Keras objects for the
-    serialized constants (tuples, dtypes...), as ``functional.deserialize_node`` makes them."""
-    refs: list[ValueRef] = []
-
-    def token(ref: ValueRef) -> str:
-        refs.append(ref)
-        return f"{_TOKEN}{len(refs) - 1}"
-
-    args, kwargs = map_refs(node.args, token), map_refs(node.kwargs, token)
-    args = deserialize_keras_object(args) if _has_objects(args) else args
-    kwargs = deserialize_keras_object(kwargs) if _has_objects(kwargs) else kwargs
-
-    def tensor(leaf):
-        if isinstance(leaf, str) and leaf.startswith(_TOKEN):
-            ref = refs[int(leaf[len(_TOKEN):])]
-            return values[ref.node][ref.index]
-        return leaf
-
-    return _map_leaves(args, tensor), _map_leaves(kwargs, tensor)
-
-
-def _has_objects(tree) -> bool:
-    if isinstance(tree, dict):
-        return "class_name" in tree or any(_has_objects(v) for v in tree.values())
-    if isinstance(tree, (list, tuple)):
-        return any(_has_objects(v) for v in tree)
-    return False
-
-
-def _map_leaves(tree, fn):
-    if isinstance(tree, list):
-        return [_map_leaves(v, fn) for v in tree]
-    if isinstance(tree, tuple):
-        return tuple(_map_leaves(v, fn) for v in tree)
-    if isinstance(tree, dict):
-        return {k: _map_leaves(v, fn) for k, v in tree.items()}
-    return fn(tree)
 
 
 def _call_order(graph: Graph) -> list:

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from ...ir import Graph, KgraftError, ValueRef
-from ...ir.tree import map_refs
+from .arguments import call_arguments
 
 __all__ = ["Interpreter"]
 
@@ -65,8 +65,7 @@ class Interpreter:
     def run_node(self, node, env: dict) -> list:
         """The outputs of one call site, its operands read from ``env``."""
         op = self.live(node.layer)
-        args = map_refs(node.args, env.__getitem__)
-        kwargs = map_refs(node.kwargs, env.__getitem__)
+        args, kwargs = call_arguments(node, env.__getitem__)
         if self.training is not None:
             if not isinstance(op, keras.Operation):  # a tf.keras 2 layer
                 if getattr(op, "_expects_training_arg", False):

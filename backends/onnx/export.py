@@ -223,7 +223,7 @@ def _per_partition(plan, refs, nchw: set[str], opset: int) -> list:
     from ..keras import build
 
     protos = []
-    for i, (part, keras_model) in enumerate(zip(plan.partitions, build(plan.partitions))):
+    for i, (part, keras_model) in enumerate(zip(plan.partitions, [build(p) for p in plan.partitions])):
         unit = Unit(keras_model, [f"p{i}_in{j}" for j in range(len(refs[i]))],
                     [f"p{i}_out{j}" for j in range(len(refs[i + 1]))], label=f"partition {i}",
                     layers={l.name: l.class_name for l in part.layers.values()})
