@@ -119,10 +119,10 @@ class _Check:
             self._flat = inline_nested(self.graph)
         return self._flat
 
-    def source_values(self, refs: list[ValueRef]) -> list[np.ndarray]:
+    def source_values(self, refs: list[ValueRef], masks: list[ValueRef] = ()) -> list[np.ndarray]:
         from .backends.keras.interpret import Interpreter
 
-        return Interpreter(self.flat, self.source).run(self.x, refs)
+        return Interpreter(self.flat, self.source).run(self.x, refs, masks)
 
     def run(self, models: list, inputs: list[str] | None, outputs: list[str | None] | None) -> None:
         in_refs = None if inputs is None else list(dict.fromkeys(self._resolve(r, "input") for r in inputs))
@@ -133,8 +133,12 @@ class _Check:
             in_refs = in_refs if in_refs is not None else self.flat.input_refs()
             out_refs = out_refs if out_refs is not None else list(self.flat.outputs)
             wanted = [r for r in out_refs if r is not None]
-            values = self.source_values(in_refs + wanted)
-            feeds, found = values[:len(in_refs)], iter(values[len(in_refs):])
+            # a result takes an input that carries a Keras mask with the mask right after it
+            masked = [r for r in in_refs if r in self.flat.masks and r.node not in self.flat.inputs]
+            values = self.source_values(in_refs + wanted, masked)
+            mask_of = dict(zip(masked, values[len(in_refs) + len(wanted):]))
+            feeds = [a for r, v in zip(in_refs, values) for a in ([v, mask_of[r]] if r in mask_of else [v])]
+            found = iter(values[len(in_refs):len(in_refs) + len(wanted)])
             expected = [None if r is None else next(found) for r in out_refs]
         try:
             got = self.chain(models, feeds)

@@ -132,6 +132,9 @@ class Graph:
         # ``outputs``
         self.input_keys: list[str] | None = None
         self.output_keys: list[str] | None = None
+        # the values that carry a Keras mask (padding), with the mask's type: Keras propagates
+        # masks implicitly on tensors, so a pass that cuts between tensors must know them
+        self.masks: dict[ValueRef, TensorType] = {}
         self._nodes: dict[str, Node] = {}
         self._seq: dict[str, int] = {}  # when each call site was added
         self._relinked: dict[str, int] = {}  # when replace_node last re-linked one (same clock)
@@ -383,6 +386,7 @@ class Graph:
         new.aliases = dict(self.aliases)
         new.input_keys = self.input_keys
         new.output_keys = self.output_keys
+        new.masks = dict(self.masks)
         new._nodes = dict(self._nodes)
         new._seq = dict(self._seq)
         new._relinked = dict(self._relinked)

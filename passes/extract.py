@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from ..ir import CutError, Graph, ValueRef
 from ..ir.refs import at_top_level, resolve_many, sanitize
+from ..ir import mask_layers
 from ..ir.rewrite import add_input, clone_node, unique_name
 from .cuts import bypass_message, needed_nodes
 from .infra import Pass, register
@@ -34,16 +35,20 @@ def inline_if_needed(graph: Graph, refs: list[str]) -> Graph:
 
 
 def build_subgraph(graph: Graph, name: str, nodes: set[str], inputs: list[ValueRef],
-                   outputs: list[ValueRef]) -> Graph:
+                   outputs: list[ValueRef], *, mask_outputs: bool = False) -> Graph:
     """A new graph computing ``outputs`` from ``inputs`` with the call sites ``nodes``.
 
     Model inputs among ``inputs`` stay as they are; other values become new InputLayers named
-    after their refs.
+    after their refs. An input that carries a Keras mask in ``graph`` (see ``Graph.masks``) comes
+    with a boolean input ``<ref>_mask`` right after it, attached again (``WithMask``) before
+    anything reads it; with ``mask_outputs``, so does every masked output (``KerasMask``), so
+    that partitions chained in order hand each other their masks explicitly.
     """
     new = Graph(name, "Functional")
     new.meta = graph.meta
     taken = {graph.node(n).layer for n in nodes}
     remap: dict[ValueRef, ValueRef] = {}
+    received: dict[ValueRef, tuple[ValueRef, ValueRef]] = {}  # a masked input -> (it, its mask) as inputs
     for value in inputs:
         if value in remap:
             continue
@@ -55,11 +60,32 @@ def build_subgraph(graph: Graph, name: str, nodes: set[str], inputs: list[ValueR
         input_name = unique_name(sanitize(graph.value_name(value)), taken)
         taken.add(input_name)
         remap[value] = add_input(new, input_name, graph.value_type(value))
+        if value in graph.masks:
+            mask = add_input(new, _taken(f"{input_name}_mask", taken), graph.masks[value])
+            received[value] = (remap[value], mask)
+            remap[value] = mask_layers.attach(new, remap[value], mask, _taken(f"{input_name}_masked", taken))
+            new.masks[remap[value]] = graph.masks[value]
     for node_id in graph.topological_ids():
         if node_id in nodes and node_id not in new and node_id not in graph.inputs:
             clone_node(new, graph.node(node_id), remap, graph.layer_of(node_id))
-    new.set_outputs(remap.get(v, v) for v in outputs)
+    new.masks.update({v: t for v, t in graph.masks.items() if v.node in nodes and v.node in new})
+    results = []
+    for value in outputs:
+        if value in received and mask_outputs:  # passed through: the value as received, then its mask
+            results += list(received[value])
+            continue
+        results.append(remap.get(value, value))
+        if mask_outputs and value in graph.masks:
+            label = _taken(f"{sanitize(graph.value_name(value))}_mask", taken)
+            results.append(mask_layers.detach(new, remap.get(value, value), graph.masks[value], label))
+    new.set_outputs(results)
     return new
+
+
+def _taken(name: str, taken: set) -> str:
+    name = unique_name(name, taken)
+    taken.add(name)
+    return name
 
 
 def extract_values(graph: Graph, outputs: list[ValueRef], inputs: list[ValueRef] | None) -> Graph:

@@ -141,6 +141,10 @@ def _expand(body: Graph, new: Graph, final: dict[tuple, Layer], local: dict[Valu
             if copy.id != node.id:  # an unrenamed call site needs no entry (and is shared as is)
                 for i in range(len(node.outputs)):
                     local[ValueRef(node.id, i)] = ValueRef(copy.id, i)
+    for ref, mask in body.masks.items():  # which values carry a Keras mask, renamed as they were
+        value = local.get(ref, ref)
+        if value.node in new:
+            new.masks.setdefault(value, mask)
     return local
 
 

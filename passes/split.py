@@ -7,7 +7,10 @@ before it, so a single ref after such an early output is a valid cut too. ``m`` 
 partitions. Partition ``i`` takes what crosses cut ``i - 1`` and returns what crosses cut
 ``i``: the cut tensors first, in the order given, then every other tensor still needed
 downstream (a skip connection jumping over a multi-tensor cut, a model output computed early),
-passed through unchanged. So ``p_m(...p_1(p_0(x)))`` equals ``model(x)``.
+passed through unchanged. A tensor that carries a Keras mask crosses with its mask right after
+it, as a boolean tensor (``<ref>_mask``), which the next partition attaches again: the mask
+reaches the same layers as in the source even when the partitions run in two processes. So
+``p_m(...p_1(p_0(x)))`` equals ``model(x)``.
 
 The pass returns ONE graph whose top level calls the partitions in order, as nested graphs
 ``part0 .. partN`` (as torch.fx's ``split_module`` returns one module); ``inline-nested`` of it
@@ -107,7 +110,7 @@ def _plan(graph: Graph, cuts: list[list[ValueRef]], labels: list[str]) -> SplitP
     boundaries.append(list(graph.outputs))
     partitions = [
         build_subgraph(graph, f"{graph.name}_part{i}", upstreams[i + 1] - upstreams[i],
-                       boundaries[i], boundaries[i + 1])
+                       boundaries[i], boundaries[i + 1], mask_outputs=i < len(cuts))
         for i in range(len(cuts) + 1)
     ]
     return SplitPlan(graph, boundaries, partitions)

@@ -22,6 +22,7 @@ from ...ir import INPUT_CLASS, Graph, KgraftError, Layer, ValueRef, partitions_o
 from .classes import check_classes, classes_from_handles
 from .arguments import call_arguments
 from .internals import SafeModeScope, deserialize_layer
+from .masks import MASK_CLASSES
 from .state import copy_state
 from .weight_plan import copy_planned_weights, shape_error
 
@@ -35,7 +36,7 @@ def build(graph: Graph, *, weights: bool = True):
         raise KgraftError(f"kgraft.build expects a kgraft IR Graph (from kgraft.lower or kgraft.ir.parse), "
                           f"got {type(graph).__name__}{hint}")
     verify(graph)
-    custom = {**classes_from_handles(graph), **graph.meta.get("custom_objects", {})}
+    custom = {**MASK_CLASSES, **classes_from_handles(graph), **graph.meta.get("custom_objects", {})}
     check_classes(graph, custom, f"model {graph.name!r}")
     builder = _Builder(custom)
     # Lambda code in the IR came from a live model or a file the user opted into

@@ -36,9 +36,13 @@ class Interpreter:
         self.graph, self.model, self.training = graph, model, training
         self._ops: dict[str, Any] = {}
 
-    def run(self, inputs: list, want: Iterable[ValueRef] | None = None) -> list[np.ndarray]:
+    def run(self, inputs: list, want: Iterable[ValueRef] | None = None,
+            masks: Iterable[ValueRef] = ()) -> list[np.ndarray]:
+        """The values ``want`` (default: the outputs), then the Keras masks of ``masks`` (which
+        must be among ``want``; all true where a value carries none)."""
         graph = self.graph
         want = list(graph.outputs if want is None else want)
+        masks = list(masks)
         if len(inputs) != len(graph.inputs):
             raise KgraftError(f"interpreter: model {graph.name!r} takes {len(graph.inputs)} inputs, got {len(inputs)}")
         needed = graph.reach({v.node for v in want}, forward=False)
@@ -60,7 +64,12 @@ class Interpreter:
                 pending[ref] -= 1
                 if not pending[ref] and ref not in keep:
                     env.pop(ref, None)
-        return [np.asarray(keras.ops.convert_to_numpy(env[v])) for v in want]
+        values = [np.asarray(keras.ops.convert_to_numpy(env[v])) for v in want]
+        for v in masks:
+            mask = getattr(env[v], "_keras_mask", None)
+            values.append(np.asarray(keras.ops.convert_to_numpy(mask)) if mask is not None
+                          else np.ones(values[want.index(v)].shape[:len(graph.masks[v].shape or (0, 0))], bool))
+        return values
 
     def run_node(self, node, env: dict) -> list:
         """The outputs of one call site, its operands read from ``env``."""

@@ -21,6 +21,7 @@ from ...ir import Graph, KgraftError, TensorType, UnsupportedModelError, lower_c
 from . import legacy
 from .classes import check_classes, iter_layers
 from .internals import graph_config, is_graph_model
+from .masks import record_masks
 
 __all__ = ["lower", "load_model", "read_file_config"]
 
@@ -34,6 +35,8 @@ def lower(model_or_path, custom_objects: dict | None = None, *, safe_mode: bool 
     if legacy.is_tf_keras_model(model):
         legacy.to_keras3(graph)
     _attach(graph, model)
+    if not legacy.is_tf_keras_model(model):
+        record_masks(graph, model)
     graph.meta.update(source=model, custom_objects=dict(custom_objects or {}))
     return graph
 

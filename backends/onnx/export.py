@@ -41,7 +41,7 @@ import warnings
 
 import numpy as np
 
-from ...ir import Graph, KgraftError, TensorType, ValueRef
+from ...ir import CutError, Graph, KgraftError, TensorType, ValueRef
 from ...passes.split import plan_split
 from ..atomic import check_target, write_files
 from . import cache
@@ -96,6 +96,7 @@ def export(model, out_dir, at=None, opset=None, *, custom_objects: dict | None =
     flat = prune(inline(lower(source, custom_objects)), keep_inputs=True)
     plan = plan_split(flat, at)
     graph = plan.graph
+    _refuse_masked_cuts(graph, plan)
     refs = [[graph.value_name(v) for v in b] for b in plan.boundaries]
     cut_refs = {r for b in refs[1:-1] for r in b} - set(refs[0]) - set(refs[-1])
     rank4 = {r for b in plan.boundaries[1:-1] for v, r in zip(b, [graph.value_name(x) for x in b])
@@ -315,6 +316,20 @@ def _versions() -> dict:
     except ImportError:
         pass
     return versions
+
+
+def _refuse_masked_cuts(graph: Graph, plan) -> None:
+    """A tensor that carries a Keras mask crosses a Keras split with its mask as an extra boolean
+    tensor; the ONNX partitions do not carry it yet, so such a cut is refused, not exported wrong."""
+    for i, boundary in enumerate(plan.boundaries[1:-1], start=1):
+        masked = [v for v in boundary if v in graph.masks]
+        if masked:
+            v = masked[0]
+            raise CutError(
+                f"export_onnx: cut {i} passes {graph.value_name(v)!r}, which carries a Keras mask (made by "
+                f"{graph.layer_of(v.node).class_name} {graph.node(v.node).layer!r} or before it); ONNX partitions "
+                "cannot carry the mask across yet. Cut after the layers that consume the mask (e.g. after the "
+                "recurrent or attention layer), or use kgraft.split, whose Keras partitions pass it explicitly.")
 
 
 def _manifest(source, plan, protos, opset: int, at, nchw: set[str]) -> dict:
