@@ -127,19 +127,24 @@ class _Check:
     def run(self, models: list, inputs: list[str] | None, outputs: list[str | None] | None) -> None:
         in_refs = None if inputs is None else list(dict.fromkeys(self._resolve(r, "input") for r in inputs))
         out_refs = None if outputs is None else [None if r is None else self._resolve(r, "output") for r in outputs]
-        if in_refs is None and out_refs is None:
-            feeds, expected = self.x, _call(self.source, self.x)
-        else:
-            in_refs = in_refs if in_refs is not None else self.flat.input_refs()
-            out_refs = out_refs if out_refs is not None else list(self.flat.outputs)
-            wanted = [r for r in out_refs if r is not None]
-            # a result takes an input that carries a Keras mask with the mask right after it
-            masked = [r for r in in_refs if r in self.flat.masks and r.node not in self.flat.inputs]
-            values = self.source_values(in_refs + wanted, masked)
-            mask_of = dict(zip(masked, values[len(in_refs) + len(wanted):]))
-            feeds = [a for r, v in zip(in_refs, values) for a in ([v, mask_of[r]] if r in mask_of else [v])]
-            found = iter(values[len(in_refs):len(in_refs) + len(wanted)])
-            expected = [None if r is None else next(found) for r in out_refs]
+        try:
+            if in_refs is None and out_refs is None:
+                feeds, expected = self.x, _call(self.source, self.x)
+            else:
+                in_refs = in_refs if in_refs is not None else self.flat.input_refs()
+                out_refs = out_refs if out_refs is not None else list(self.flat.outputs)
+                wanted = [r for r in out_refs if r is not None]
+                # a result takes an input that carries a Keras mask with the mask right after it
+                masked = [r for r in in_refs if r in self.flat.masks and r.node not in self.flat.inputs]
+                values = self.source_values(in_refs + wanted, masked)
+                mask_of = dict(zip(masked, values[len(in_refs) + len(wanted):]))
+                feeds = [a for r, v in zip(in_refs, values) for a in ([v, mask_of[r]] if r in mask_of else [v])]
+                found = iter(values[len(in_refs):len(in_refs) + len(wanted)])
+                expected = [None if r is None else next(found) for r in out_refs]
+        except Exception as e:  # probes outside an input's domain (labels a CTC loss reads, ...)
+            if isinstance(e, KgraftError) and not hasattr(e, "layer"):  # the interpreter names the layer
+                raise
+            self._source_fails(e)
         try:
             got = self.chain(models, feeds)
         except Exception as e:  # a result that cannot run where the source runs
@@ -177,6 +182,19 @@ class _Check:
         return ("kgraft refuses to return a model that computes something else: this is a kgraft bug, or a "
                 "layer whose get_config() does not describe it fully (a constructor argument it omits, state "
                 "outside its weights). Pass check=False to get the result unchecked.")
+
+    def _source_fails(self, error: Exception) -> None:
+        layer = getattr(error, "layer", None)
+        where = "" if layer is None else f" in layer {layer.qualified_name!r} ({layer.class_name})"
+        cause = error.__cause__ if layer is not None and error.__cause__ is not None else error
+        inputs = ", ".join(f"{self.graph.value_name(ValueRef(i))}: {self.graph.value_type(ValueRef(i))}"
+                           for i in self.graph.inputs)
+        raise EquivalenceError(
+            f"{self.what}: cannot check the result: the source model itself fails{where} on kgraft's probe "
+            f"inputs (random values of each input's type, batch {self.batch}, seed {self.seed}; inputs {inputs}): "
+            f"{type(cause).__name__}: {_gist(cause)}. An input whose values must lie in a narrower domain "
+            "(e.g. labels a loss layer reads) cannot be probed: pass check=False and compare the result "
+            "with the source on your own data.") from error
 
     def _fail_to_run(self, error: Exception, models: list, feeds: list) -> None:
         layer = _Bisect(self, models, feeds).failing_layer()
