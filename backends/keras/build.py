@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import re
+
 import keras
 import networkx as nx
 
 from ...ir import INPUT_CLASS, Graph, KgraftError, Layer, ValueRef, partitions_of, verify
-from .classes import check_classes, classes_from_handles
+from .classes import check_classes, classes_from_handles, iter_layers
 from .arguments import call_arguments
 from .internals import SafeModeScope, deserialize_layer
 from .masks import MASK_CLASSES
@@ -42,7 +44,10 @@ def build(graph: Graph, *, weights: bool = True):
     # Lambda code in the IR came from a live model or a file the user opted into
     # (safe_mode=False at load time), so rebuilding it runs nothing new.
     with SafeModeScope(False), keras.saving.custom_object_scope(custom):
-        model = builder.model(graph)
+        try:
+            model = builder.model(graph)
+        except _RebuildError as e:  # name every layer that cannot be rebuilt, not only the first
+            raise KgraftError("; ".join(builder.every_rebuild_error(graph)) or str(e)) from e
     builder.restore_trainable()
     if weights:
         builder.copy_state()
@@ -98,20 +103,8 @@ class _Builder:
         entry = {**layer.spec, "config": {**layer.config, "name": layer.name}}
         try:
             return deserialize_layer(entry, self.custom)
-        except TypeError as e:
-            if "unexpected keyword argument" in str(e) and layer.class_name != INPUT_CLASS:
-                raise KgraftError(
-                    f"layer {layer.qualified_name!r}: Keras cannot rebuild the custom layer class "
-                    f"{layer.class_name} from its config: {e}. Keras passes name, trainable and dtype to "
-                    f"every layer's __init__: give {layer.class_name}.__init__ a **kwargs parameter and "
-                    "pass it on with super().__init__(**kwargs) (or define get_config/from_config)."
-                ) from e
-            raise KgraftError(f"Keras could not rebuild layer {layer.qualified_name!r} ({layer.class_name}) "
-                              f"from its config: {type(e).__name__}: {_one_line(e)}") from e
         except Exception as e:
-            raise KgraftError(f"Keras could not rebuild layer {layer.qualified_name!r} ({layer.class_name}) "
-                              f"from its config, so its own get_config/from_config round trip is broken: "
-                              f"{type(e).__name__}: {_one_line(e)}") from e
+            raise _RebuildError(rebuild_message(layer, e)) from e
 
     def model(self, graph: Graph, layer: Layer | None = None):
         name = layer.name if layer is not None else graph.name
@@ -139,6 +132,16 @@ class _Builder:
             dict(zip(graph.output_keys, outputs)) if graph.output_keys is not None
             else outputs[0] if len(outputs) == 1 else outputs,
             name=name)
+
+    def every_rebuild_error(self, graph: Graph) -> list[str]:
+        found = []
+        for layer in iter_layers(graph):
+            if layer.body is None and layer.class_name != INPUT_CLASS:
+                try:
+                    self._deserialize(layer)
+                except _RebuildError as e:
+                    found.append(str(e))
+        return list(dict.fromkeys(found))
 
     def restore_trainable(self) -> None:
         """Each layer's own ``trainable`` flag. Setting a model's flag resets its children's, so
@@ -172,8 +175,28 @@ def _copy_layer(layer: Layer, target) -> None:
         target_var.assign(source_var)
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
+class _RebuildError(KgraftError):
+    """A layer Keras cannot rebuild from its config."""
+
+
+def rebuild_message(layer: Layer, error: Exception) -> str:
+    """Why Keras cannot rebuild ``layer`` from its config, and how to fix the class: the innermost
+    reason of Keras's nested message, without its config dumps."""
+    reason = " ".join(str(error).split()).rsplit("Exception encountered: ", 1)[-1]
+    what = f"layer {layer.qualified_name!r} ({layer.class_name})"
+    missing = re.findall(r"'(\w+)'", reason.split("missing", 1)[1]) if "required positional argument" in reason else []
+    if missing:
+        names = ", ".join(repr(m) for m in missing)
+        example = ", ".join(f"{m!r}: self.{m}" for m in missing)
+        return (f"{what}: its get_config() omits the constructor argument{'s' if len(missing) > 1 else ''} {names}, "
+                f"so Keras cannot rebuild it ({reason}). Add {'them' if len(missing) > 1 else 'it'} to "
+                f"{layer.class_name}.get_config(): return {{**super().get_config(), {example}}}")
+    if "unexpected keyword argument" in reason:
+        return (f"{what}: Keras cannot rebuild the custom layer class {layer.class_name} from its config: {reason}. "
+                f"Keras passes name, trainable and dtype to every layer's __init__: give {layer.class_name}.__init__ "
+                "a **kwargs parameter and pass it on with super().__init__(**kwargs) (or define get_config/from_config).")
+    return (f"Keras could not rebuild {what} from its config, so its own get_config/from_config round trip is "
+            f"broken: {type(error).__name__}: {reason}")
 
 
 def _call_order(graph: Graph) -> list:

@@ -19,7 +19,7 @@ from keras.src.legacy.saving import saving_utils
 from keras.src.saving.serialization_lib import SafeModeScope, deserialize_keras_object
 
 __all__ = ["Functional", "SafeModeScope", "deserialize_keras_object", "deserialize_layer", "graph_config",
-           "is_graph_model", "sublayers", "call_nodes"]
+           "is_graph_model", "sublayers", "call_nodes", "unserializable_layer"]
 
 
 def is_graph_model(obj) -> bool:
@@ -96,6 +96,19 @@ def _functional_config(model) -> dict:
         "input_layers": keras.tree.map_structure(endpoint, model._inputs_struct),
         "output_layers": keras.tree.map_structure(endpoint, model._outputs_struct),
     })
+
+
+def unserializable_layer(model):
+    """``(layer, error)`` for the first layer of ``model`` (nested ones included) whose own
+    ``get_config`` fails, or ``None``."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if is_graph_model(layer):
+            continue
+        try:
+            serialization_lib.serialize_keras_object(layer)
+        except Exception as e:
+            return layer, e
+    return None
 
 
 def sublayers(layer) -> list:

@@ -20,7 +20,7 @@ import keras
 from ...ir import Graph, KgraftError, TensorType, UnsupportedModelError, lower_config
 from . import legacy
 from .classes import check_classes, iter_layers
-from .internals import graph_config, is_graph_model
+from .internals import graph_config, is_graph_model, unserializable_layer
 from .masks import record_masks
 
 __all__ = ["lower", "load_model", "read_file_config"]
@@ -54,6 +54,14 @@ def model_config(model) -> dict:
         try:
             return graph_config(model)
         except Exception as e:
+            culprit = unserializable_layer(model)
+            if culprit is not None:
+                layer, error = culprit
+                raise UnsupportedModelError(
+                    f"model {model.name!r}: the get_config() of layer {layer.name!r} ({type(layer).__name__}) fails "
+                    f"({type(error).__name__}: {error}), so its configuration cannot be read. An attribute set "
+                    "after construction is the usual cause (e.g. layer.activation = None: set it to "
+                    "keras.activations.linear instead, which get_config can name).") from e
             raise UnsupportedModelError(f"model {model.name!r} ({type(model).__name__}): Keras could not "
                                         f"serialize its graph: {type(e).__name__}: {e}") from e
     raise UnsupportedModelError(
@@ -83,7 +91,8 @@ def load_model(model_or_path, custom_objects: dict | None = None, *, safe_mode: 
         raise KgraftError(
             f"model file {path!r} contains Lambda layer(s) {', '.join(lambdas)}: loading them runs "
             "Python code stored in the file, which Keras's safe_mode forbids. If you trust the file, "
-            f"opt in with kgraft.lower({path!r}, safe_mode=False) (CLI: --unsafe)."
+            f"opt in with kgraft.lower({path!r}, safe_mode=False), or load it yourself and pass the model to "
+            f"any kgraft function: keras.saving.load_model({path!r}, safe_mode=False) (CLI: --unsafe)."
         )
     check_classes(graph, custom_objects, f"model file {path!r}")
     reason = legacy.tf_keras_reason(path, graph)

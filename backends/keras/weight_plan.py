@@ -64,6 +64,13 @@ def shape_error(layer: Layer, target, source_shapes=None) -> ShapeError:
     if source_shapes is None:
         source_shapes = [tuple(v.shape) for v in layer.handle.weights]
     old, new = _input_type(layer.handle), _input_type(target)
+    if old == new and not layer.weight_plan:  # nothing changed its input: the config is incomplete
+        return ShapeError(
+            f"layer {layer.qualified_name!r} ({layer.class_name}): its weights (shapes "
+            f"{[tuple(s) if s is not None else None for s in source_shapes]}) do not fit the layer Keras rebuilds "
+            f"from its config (shapes {[tuple(v.shape) for v in target.weights]}), though its input type is "
+            f"unchanged ({old}): its get_config() omits a constructor argument that decides its weights. Add it "
+            f"to {layer.class_name}.get_config().")
     return ShapeError(
         f"layer {layer.qualified_name!r} ({layer.class_name}): its weights (shapes "
         f"{[tuple(s) if s is not None else None for s in source_shapes]}) do not fit the rebuilt layer "
