@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import ClassVar, NamedTuple
 
 from ..ir import INPUT_CLASS, Graph, Layer, UnsupportedModelError, ValueRef, VerificationError
+from ..ir import mask_layers
 from ..ir.graph import nested_call_inputs
 from ..ir.tree import iter_refs
 from ..ir.rewrite import clone_node, unique_name
@@ -125,8 +126,8 @@ def _expand(body: Graph, new: Graph, final: dict[tuple, Layer], local: dict[Valu
         layer = body.layers[node.layer]
         if layer.body is not None:
             own = _training(node, layer.body)
-            inner = _expand(layer.body, new, final, _bind_inputs(node, layer.body, local),
-                            own if training is None else training, next_call)
+            bound = _with_masks(new, node, layer.body, _bind_inputs(node, layer.body, local), local, final)
+            inner = _expand(layer.body, new, final, bound, own if training is None else training, next_call)
             for i, out in enumerate(layer.body.outputs):
                 local[ValueRef(node.id, i)] = inner.get(out, out)
         elif top:
@@ -181,7 +182,7 @@ def _inner_names(graph: Graph, nested: dict[str, Layer], inner: dict[str, _Level
 
 def _training(node, body: Graph):
     """The ``training`` argument of a nested model's call; other call arguments cannot be inlined."""
-    other = {k: v for k, v in node.kwargs.items() if k not in ("training", "inputs") and not _nothing(v)}
+    other = {k: v for k, v in node.kwargs.items() if k not in ("training", "inputs", "mask") and not _nothing(v)}
     if other:
         shown = ", ".join(f"{k}=<a tensor>" if iter_refs(v) else f"{k}={v!r}" for k, v in other.items())
         raise UnsupportedModelError(
@@ -191,6 +192,26 @@ def _training(node, body: Graph):
             "or call the nested model without it."
         )
     return node.kwargs.get("training")
+
+
+def _with_masks(new: Graph, node, body: Graph, bound: dict, local: dict, final: dict) -> dict:
+    """A nested model called with ``mask=`` puts each mask on its input (``Functional.call`` sets
+    them as the inputs' Keras masks): inlined, each input is ``WithMask([input, mask])``."""
+    mask = node.kwargs.get("mask")
+    if _nothing(mask) or not iter_refs(mask):
+        return bound
+    masks = nested_call_inputs(replace(node, args=[mask], kwargs={}), body)
+    taken = set(new.layers) | {layer.name for layer in final.values()}
+    bound = dict(bound)
+    for inner, ref in zip(body.input_refs(), masks):
+        if ref is None:
+            continue
+        name = unique_name(f"{node.layer}_{body.node(inner.node).layer}_masked", taken)
+        taken.add(name)
+        value = mask_layers.attach(new, bound[inner], local.get(ref, ref), name)
+        new.masks[value] = new.value_type(local.get(ref, ref))
+        bound[inner] = value
+    return bound
 
 
 def _nothing(value) -> bool:

@@ -100,6 +100,7 @@ def _plan(graph: Graph, cuts: list[list[ValueRef]], labels: list[str]) -> SplitP
         if len(cut) == 1 and (cut[0].node in graph.inputs or cut[0] in graph.outputs):
             kind = "a model input" if cut[0].node in graph.inputs else "a model output"
             raise CutError(f"split: {label!r} is {kind}, not a split point; cut between layers")
+        _available(graph, cut, label, upstreams[-1], boundaries[-1], labels[:len(upstreams) - 1])
         upstream, crossing = cut_sides(graph, cut, label)
         if not upstreams[-1] <= upstream or upstream == upstreams[-1]:
             raise CutError(f"split: cut {{{label}}} does not come after the previous cut; "
@@ -114,6 +115,19 @@ def _plan(graph: Graph, cuts: list[list[ValueRef]], labels: list[str]) -> SplitP
         for i in range(len(cuts) + 1)
     ]
     return SplitPlan(graph, boundaries, partitions)
+
+
+def _available(graph: Graph, cut: list[ValueRef], label: str, before: set[str], received: list[ValueRef],
+               earlier: list[str]) -> None:
+    """A cut's tensors exist in the partition that ends at it: computed there, or received across
+    the previous cut. One computed before the previous cut that does not cross it is not."""
+    for value in cut:
+        if value.node in before and value not in received:
+            raise CutError(
+                f"split: cut {len(earlier) + 1} {{{label}}} uses {graph.value_name(value)!r}, which is computed "
+                f"before cut {len(earlier)} {{{earlier[-1]}}} and does not cross it, so the partition between the "
+                f"two cuts does not have it. Add {graph.value_name(value)!r} to cut {len(earlier)}, or give cuts "
+                "in order from inputs to outputs.")
 
 
 def cut_sides(graph: Graph, cut: list[ValueRef], label: str) -> tuple[set[str], list[ValueRef]]:

@@ -96,3 +96,26 @@ def test_extract_from_a_masked_tensor_takes_its_mask():
 def test_onnx_refuses_a_masked_cut_by_name(tmp_path):
     with pytest.raises(CutError, match=r"cut 1 passes 'embedding', which carries a Keras mask .*Embedding"):
         kgraft.export_onnx(_sequential(), tmp_path / "parts", at="embedding")
+
+
+def test_a_nested_model_called_with_a_mask_is_inlined_with_it():
+    i = keras.Input((None, 4), name="seq_in")
+    inner = keras.Model(i, L.LSTM(3, name="lstm")(i), name="inner")
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    emb = L.Embedding(20, 4, name="emb")(ids)  # no mask_zero: the mask is given explicitly
+    mask = keras.ops.not_equal(ids, 0)
+    model = keras.Model(ids, L.Dense(2, name="out")(inner(emb, mask=mask)))
+    ref = np.asarray(model(IDS))
+    assert float(np.max(np.abs(ref - np.asarray(model(np.where(IDS == 0, 19, IDS)))))) > 1e-4
+    flat = kgraft.flatten(model)
+    assert float(np.max(np.abs(ref - np.asarray(flat(IDS))))) <= 1e-6
+
+
+def test_a_later_cut_before_an_earlier_one_is_named():
+    x = keras.Input((4,), name="x")
+    a = L.Dense(4, name="a")(x)
+    c = L.Dense(4, name="c")(L.Dense(4, name="b")(a))
+    model = keras.Model(x, L.Dense(2, name="out")(c))
+    with pytest.raises(CutError, match=r"cut 2 \{a, c\} uses 'a', which is computed before cut 1 \{b\} and does "
+                                       r"not cross it"):
+        kgraft.split(model, ["b", ["a", "c"]])
