@@ -1,5 +1,7 @@
 """``delete-channels{ref,channels}``: remove output channels of Conv*/Dense/SeparableConv layers and
-the matching input channels of everything that reads them.
+the matching input channels of everything that reads them. A DepthwiseConv's output channels are
+made from its input's, so they are deleted where those are made (whole groups of its
+``depth_multiplier``; :mod:`~kgraft.passes.channel_sources` walks up to the producers).
 
 The deleted channels are followed through every layer that carries channels one to one: per-channel
 layers (BatchNormalization, PReLU, DepthwiseConv: their weights are sliced), activations, dropout and
@@ -32,20 +34,12 @@ from ..ir.refs import _find_layer, parse_ref, resolve
 from ..ir.weight_plan import Take
 from .infra import Pass, register
 from .inline_nested import inline
+from .channel_sources import (DEPTHWISE, ELEMENTWISE, GLOBAL, MERGES, MIXING_ACTIVATIONS, ROOTS, SPATIAL,
+                              channel_axis, upstream_jobs)
 from .surgery_sites import unbuilt
 
 __all__ = ["DeleteChannels", "ChannelPlan", "plan_channels", "apply_plan", "ROOTS"]
 
-ROOTS = {"Conv1D": "filters", "Conv2D": "filters", "Conv3D": "filters", "Dense": "units",
-         "SeparableConv1D": "filters", "SeparableConv2D": "filters"}
-_ELEMENTWISE = {"ReLU", "LeakyReLU", "ELU", "ThresholdedReLU", "Dropout", "GaussianNoise", "GaussianDropout",
-                "AlphaDropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "Identity",
-                "ActivityRegularization"}
-_SPATIAL = {f"{op}{d}D" for op in ("MaxPooling", "AveragePooling", "ZeroPadding", "Cropping", "UpSampling")
-            for d in (1, 2, 3)}
-_GLOBAL = {f"Global{op}Pooling{d}D" for op in ("Average", "Max") for d in (1, 2, 3)}
-_MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
-_MIXING_ACTIVATIONS = {"softmax", "log_softmax"}
 
 
 @dataclass(frozen=True)
@@ -82,16 +76,15 @@ def plan_channels(graph: Graph, jobs: list[tuple[str, list[int]]]) -> ChannelPla
         layer = _find_layer(graph, parse_ref(ref).path)
         if layer is None:
             layer = graph.layer_of(resolve(graph, ref).node)  # a RefError naming the closest refs, if unknown
+        if layer.class_name in DEPTHWISE:  # its channels are made upstream: delete them there
+            size = _out_channels(graph, layer)
+            for root, deleted in upstream_jobs(graph, layer, _normalize(ref, channels, size)):
+                _add_root(graph, roots, root, deleted, repr(ref) + f" (through {root!r})")
+            continue
         if layer.class_name not in ROOTS:
-            hint = (" Its channels are its input's: delete them from the layer that feeds it."
-                    if layer.class_name.startswith("Depthwise") else "")
             raise KgraftError(f"delete-channels: {ref!r} is a {layer.class_name}; channels can be deleted from "
-                              f"{', '.join(sorted(ROOTS))} layers.{hint}")
-        size = layer.config[ROOTS[layer.class_name]]
-        roots[layer.name] = roots.get(layer.name, frozenset()) | _normalize(ref, channels, size)
-        if len(roots[layer.name]) >= size:
-            raise KgraftError(f"delete-channels: deleting channels {sorted(roots[layer.name])} of {ref!r} would leave "
-                              f"none of its {size}; delete the branch instead (delete_layer / extract)")
+                              f"{', '.join(sorted(ROOTS.keys() | DEPTHWISE))} layers.")
+        _add_root(graph, roots, layer.name, _normalize(ref, channels, layer.config[ROOTS[layer.class_name]]), repr(ref))
     plan = ChannelPlan(graph)
     seen: dict[str, tuple] = {}  # layer -> input masks at its first call site (shared layers)
     for node in graph.nodes():
@@ -116,6 +109,22 @@ def plan_channels(graph: Graph, jobs: list[tuple[str, list[int]]]) -> ChannelPla
     return plan
 
 
+def _add_root(graph: Graph, roots: dict, name: str, deleted: frozenset, what: str) -> None:
+    size = graph.layers[name].config[ROOTS[graph.layers[name].class_name]]
+    roots[name] = roots.get(name, frozenset()) | deleted
+    if len(roots[name]) >= size:
+        raise KgraftError(f"delete-channels: deleting channels {sorted(roots[name])} of {what} would leave "
+                          f"none of its {size}; delete the branch instead (delete_layer / extract)")
+
+
+def _out_channels(graph: Graph, layer) -> int:
+    shape = graph.call_sites(layer.name)[0].outputs[0].shape
+    if shape is None:
+        raise KgraftError(f"delete-channels: the output type of {layer.name!r} is unknown, so its channels cannot "
+                          "be counted; delete them from the layer that makes them")
+    return shape[channel_axis(layer, len(shape))]
+
+
 def _normalize(ref: str, channels, size: int) -> frozenset:
     out = set()
     for c in channels:
@@ -129,10 +138,6 @@ def _normalize(ref: str, channels, size: int) -> frozenset:
     if not out:
         raise KgraftError(f"delete-channels: no channels given for {ref!r}")
     return frozenset(out)
-
-
-def _channel_axis(layer, rank: int) -> int:
-    return 1 if layer.config.get("data_format") == "channels_first" else rank - 1
 
 
 def _rank(graph: Graph, ref: ValueRef) -> int | None:
@@ -157,7 +162,7 @@ def _root(plan: ChannelPlan, node, layer, deleted: frozenset, first: bool) -> Ch
     if node.outputs[0].shape is None:
         raise _refuse(plan, node, layer, " (its output type is unknown)")
     rank = len(node.outputs[0].shape)
-    axis = rank - 1 if layer.class_name == "Dense" else _channel_axis(layer, rank)
+    axis = rank - 1 if layer.class_name == "Dense" else channel_axis(layer, rank)
     return replace(out, axis=axis)
 
 
@@ -172,7 +177,7 @@ def _refuse(plan: ChannelPlan, node, layer, why: str = "") -> KgraftError:
 def _through(plan: ChannelPlan, node, layer, incoming, first: bool) -> Channels | None:
     """The deleted channels of this call site's output (None where a mixing layer absorbs them)."""
     cls, cfg, g = layer.class_name, layer.config, plan.graph
-    if cls in _MERGES or cls == "Concatenate":
+    if cls in MERGES or cls == "Concatenate":
         return _merge(plan, node, layer, incoming)
     if len(incoming) != 1 or len(node.outputs) != 1:
         raise _refuse(plan, node, layer, " (several tensors)")
@@ -181,7 +186,7 @@ def _through(plan: ChannelPlan, node, layer, incoming, first: bool) -> Channels 
     keep = mask.keep()
     if cls in ("Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D", "Conv1DTranspose",
                "Conv2DTranspose", "Conv3DTranspose", "Dense"):
-        axis = rank - 1 if cls == "Dense" else _channel_axis(layer, rank)
+        axis = rank - 1 if cls == "Dense" else channel_axis(layer, rank)
         if mask.axis != axis:
             raise _refuse(plan, node, layer, " (it mixes another axis)")
         if cfg.get("groups", 1) != 1:
@@ -208,7 +213,7 @@ def _through(plan: ChannelPlan, node, layer, incoming, first: bool) -> Channels 
         for name in names + ["moving_mean", "moving_variance"]:
             _step(plan, layer.name, name, 0, keep, first)
     elif cls in ("DepthwiseConv1D", "DepthwiseConv2D"):
-        if mask.axis != _channel_axis(layer, rank):
+        if mask.axis != channel_axis(layer, rank):
             raise _refuse(plan, node, layer, " (its channel axis differs)")
         mult = cfg.get("depth_multiplier", 1)
         _step(plan, layer.name, "kernel", -2, keep, first)
@@ -220,23 +225,23 @@ def _through(plan: ChannelPlan, node, layer, incoming, first: bool) -> Channels 
         if mask.axis not in shared:
             _step(plan, layer.name, "alpha", mask.axis - 1, keep, first)
     elif cls == "Activation":
-        if cfg.get("activation") in _MIXING_ACTIVATIONS and mask.axis == rank - 1:
+        if cfg.get("activation") in MIXING_ACTIVATIONS and mask.axis == rank - 1:
             raise _refuse(plan, node, layer, f" ({cfg.get('activation')} mixes the channels)")
     elif cls == "Softmax":
         axis = cfg.get("axis", -1)
         if any(a % rank == mask.axis for a in (axis if isinstance(axis, list) else [axis])):
             raise _refuse(plan, node, layer, " (it mixes the channels)")
-    elif cls in _SPATIAL:
-        if mask.axis != _channel_axis(layer, rank):
+    elif cls in SPATIAL:
+        if mask.axis != channel_axis(layer, rank):
             raise _refuse(plan, node, layer, " (its channel axis differs)")
-    elif cls in _GLOBAL:
-        if mask.axis != _channel_axis(layer, rank):
+    elif cls in GLOBAL:
+        if mask.axis != channel_axis(layer, rank):
             raise _refuse(plan, node, layer, " (its channel axis differs)")
         if not cfg.get("keepdims", False):
             out = replace(mask, axis=1)
     elif cls == "Flatten":
         out = _flatten(plan, node, layer, ref, mask)
-    elif cls not in _ELEMENTWISE:
+    elif cls not in ELEMENTWISE:
         raise _refuse(plan, node, layer)
     _touch(plan, layer)
     return out
