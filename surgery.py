@@ -156,14 +156,15 @@ def delete_channels(model, ref, channels=None, custom_objects: dict | None = Non
     them. Several layers at once (one rebuild): ``ref`` a dict ``{ref: channels}``, or a list of
     refs with ``channels`` a list of lists."""
     from .ir import verify
-    from .passes.delete_channels import _jobs, apply_plan, plan_channels
+    from .passes.delete_channels import _jobs, apply_plan, plan_nested
+    from .passes.surgery_sites import edit_at
 
     graph = lower(model, custom_objects)
     jobs = list(ref.items()) if isinstance(ref, dict) else _jobs(ref, list(channels or []))
-    plan = plan_channels(graph, jobs)  # what the delete-channels pass does, keeping the plan for the check
-    built = build(verify(apply_plan(plan)))
+    chain, plan = plan_nested(graph, jobs)  # what the delete-channels pass does, keeping the plan for the check
+    built = build(verify(edit_at(graph, chain, lambda _: apply_plan(plan))))
     if check:
-        check_channels(plan, built)
+        check_channels(graph, chain, plan, built)
     return built
 
 

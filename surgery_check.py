@@ -48,15 +48,20 @@ def check_upstream(what: str, source: Graph, result: Graph, frontier: list[str],
     check_model(source.meta["source"], cut, outputs=refs, graph=source, what=what)
 
 
-def check_channels(plan, built) -> None:
-    """``built`` equals the zeroed-weights reference of the delete-channels ``plan``."""
+def check_channels(source: Graph, chain: tuple[str, ...], plan, built) -> None:
+    """``built`` equals the zeroed-weights reference of the delete-channels ``plan`` (made for the
+    model at ``chain`` of ``source``)."""
     import keras
 
     from .backends.keras import build
+    from .passes.surgery_sites import edit_at
 
-    reference = build(plan.graph)
+    reference = build(edit_at(source, chain, lambda _: plan.graph))
+    planned = reference
+    for name in chain:
+        planned = planned.get_layer(name)
     for layer_name, zeroed in plan.zeroed.items():
-        _zero(reference.get_layer(layer_name), zeroed)
+        _zero(planned.get_layer(layer_name), zeroed)
     outputs = keras.tree.flatten(reference.outputs)
     for i, mask in plan.trimmed_outputs.items():
         outputs[i] = keras.ops.take(outputs[i], list(mask.keep()), axis=mask.axis)

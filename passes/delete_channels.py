@@ -11,7 +11,11 @@ must lose the same channels) and Concatenate (at its offsets). They stop at the 
 channels (Conv*, Dense, the depthwise and pointwise kernels of SeparableConv), whose kernels lose the
 matching input rows. Anything else is refused by name. Several layers go in one run (``ref`` and
 ``channels`` as parallel lists), as kerassurgeon's ``Surgeon`` batches jobs: one rebuild for all.
-A model with nested models is inlined first (refs such as ``vgg16/block3_conv1`` keep working).
+Refs such as ``vgg16/block3_conv1`` reach into nested models. Where every job lies in one model
+(nested or not) and the channels stay in it, it is edited in place and nesting is kept; where they
+cross a nested model's boundary, the model is inlined first and the result is flat (a nested
+model's input or output type would change, and a nested model may be called where its other
+callers keep the old channels).
 
 Weights are not touched here: each changed layer gets ``Take`` steps in its weight plan, applied by
 the backend when it copies weights; ``filters``/``units`` shrink. :func:`plan_channels` returns the
@@ -36,9 +40,9 @@ from .infra import Pass, register
 from .inline_nested import inline
 from .channel_sources import (DEPTHWISE, ELEMENTWISE, GLOBAL, MERGES, MIXING_ACTIVATIONS, ROOTS, SPATIAL,
                               channel_axis, upstream_jobs)
-from .surgery_sites import unbuilt
+from .surgery_sites import edit_at, locate, unbuilt
 
-__all__ = ["DeleteChannels", "ChannelPlan", "plan_channels", "apply_plan", "ROOTS"]
+__all__ = ["DeleteChannels", "ChannelPlan", "plan_nested", "plan_channels", "apply_plan", "ROOTS"]
 
 
 
@@ -68,9 +72,29 @@ class ChannelPlan:
     trimmed_outputs: dict[int, Channels] = field(default_factory=dict)
 
 
+def plan_nested(graph: Graph, jobs: list[tuple[str, list[int]]]) -> tuple[tuple[str, ...], ChannelPlan]:
+    """``(chain, plan)``: planned inside the one model (the top level or a nested one, at ``chain``)
+    that holds every job when the channels stay in it, so that nesting is kept; else planned on the
+    inlined graph (``chain`` empty), whose result is flat. Apply it with
+    ``edit_at(graph, chain, lambda _: apply_plan(plan))``."""
+    if any(layer.body is not None for layer in graph.layers.values()):
+        try:
+            sites = [locate(graph, ref) for ref, _ in jobs]
+            chains = {site.chain for site in sites}
+            plan = _plan(sites[0].graph(graph), [(s.ref, c) for s, (_, c) in zip(sites, jobs)]) if len(chains) == 1 else None
+        except KgraftError:  # the channels reach a nested model: follow them through its inlined body
+            plan = None
+        if plan is not None and not (sites[0].chain and plan.trimmed_outputs):
+            return sites[0].chain, plan
+    return (), plan_channels(graph, jobs)
+
+
 def plan_channels(graph: Graph, jobs: list[tuple[str, list[int]]]) -> ChannelPlan:
     """Follow the channels each job deletes through ``graph`` (inlined when it nests models)."""
-    graph = inline(graph)
+    return _plan(inline(graph), jobs)
+
+
+def _plan(graph: Graph, jobs: list[tuple[str, list[int]]]) -> ChannelPlan:
     roots: dict[str, frozenset] = {}
     for ref, channels in jobs:
         layer = _find_layer(graph, parse_ref(ref).path)
@@ -337,4 +361,5 @@ class DeleteChannels(Pass):
         if not self.ref:
             raise KgraftError("delete-channels needs ref=<layer> and channels=[...], e.g. "
                               "delete-channels{ref=conv1,channels=[0,3]}")
-        return apply_plan(plan_channels(graph, _jobs(self.ref, self.channels)))
+        chain, plan = plan_nested(graph, _jobs(self.ref, self.channels))
+        return edit_at(graph, chain, lambda _: apply_plan(plan))

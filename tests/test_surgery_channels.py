@@ -94,14 +94,29 @@ def test_delete_channels_in_a_nested_model_and_on_a_shared_consumer(random_input
     inner = _conv_stack()
     x = keras.Input((10, 10, 3))
     model = keras.Model(x, inner(x))
-    result = kgraft.delete_channels(model, "stack/c1", [2])  # nested models are inlined first
-    assert result.get_layer("c1").filters == 5
+    result = kgraft.delete_channels(model, "stack/c1", [2])  # the channels stay inside: nesting kept
+    assert result.get_layer("stack").get_layer("c1").filters == 5
+    assert model.count_params() - result.count_params() == 28 + 4 + 1 + (9 * 2 + 2) + 2 * 9 + 2 * 5
     shared = L.Dense(3, name="shared")
     x2 = keras.Input((4,))
     h = L.Dense(4, name="h")(x2)
     model2 = keras.Model(x2, [shared(h), shared(L.ReLU()(h))])
     result2 = kgraft.delete_channels(model2, "h", [3])
     assert result2.get_layer("shared").kernel.shape == (3, 3)
+
+
+def test_delete_channels_across_a_nested_models_boundary_inlines_it(enliven):
+    inner_in = keras.Input((6, 6, 4))
+    inner = keras.Model(inner_in, L.Conv2D(3, 1, name="inner_conv")(L.ReLU(name="inner_relu")(inner_in)), name="inner")
+    x = keras.Input((6, 6, 3))
+    stem = L.Conv2D(4, 3, padding="same", name="stem")(x)
+    model = keras.Model(x, L.GlobalAveragePooling2D(name="gap")(inner(stem)))
+    enliven(model)
+    result = kgraft.delete_channels(model, "stem", [1])  # checked against the zeroed reference
+    assert "inner" not in [layer.name for layer in result.layers]  # flat: the inner input type changed
+    assert result.get_layer("inner_conv").kernel.shape == (1, 1, 3, 3)
+    same = kgraft.delete_channels(model, "inner/inner_conv", [0])  # the channels leave the nested model: flat
+    assert same.get_layer("inner_conv").filters == 2
 
 
 def test_delete_channels_mobilenetv2_residual_blocks_batched(enliven):
