@@ -34,16 +34,19 @@ __all__ = ["check_model", "check_split"]
 
 
 def check_model(source, result, *, inputs: list[str] | None = None, outputs: list[str | None] | None = None,
-                graph: Graph | None = None, what: str = "result", batch: int | None = None, seed: int = 0) -> None:
+                graph: Graph | None = None, what: str = "result", batch: int | None = None, seed: int = 0,
+                rtol: float | None = None) -> None:
     """Raise :class:`EquivalenceError` unless ``result`` computes what ``source`` computes.
 
     ``inputs``: refs of the source tensors the result's inputs take (default: the source's
     inputs); ``outputs``: refs of the source tensors the result's outputs must equal, ``None``
     for an output with no counterpart (a new head); default: the source's outputs. ``graph`` is
     ``kgraft.lower(source)`` when the caller has it already. ``batch``: probe rows (default: the
-    fewest that exercise every input, :func:`kgraft.numerics.rows_needed`).
+    fewest that exercise every input, :func:`kgraft.numerics.rows_needed`). ``rtol``: the relative
+    tolerance where an operation promises less than :func:`kgraft.numerics.tolerance`'s default
+    (``fold_batchnorm``: 1e-4).
     """
-    _Check(source, graph, what, batch, seed).run([result], inputs, outputs)
+    _Check(source, graph, what, batch, seed, rtol).run([result], inputs, outputs)
 
 
 def check_split(source, parts: list, *, graph: Graph | None = None, what: str = "split",
@@ -94,18 +97,19 @@ def _gist(error: Exception) -> str:
     return " ".join(kept)[:300].rstrip(".")
 
 
-def _compare(name: str, got: np.ndarray, expected: np.ndarray) -> _Diff:
+def _compare(name: str, got: np.ndarray, expected: np.ndarray, rtol: float | None = None) -> _Diff:
     finite = not (np.issubdtype(expected.dtype, np.floating) and not np.isfinite(expected).all())
-    return _Diff(name, max_abs_diff(got, expected), tolerance(expected), finite, scale(expected))
+    return _Diff(name, max_abs_diff(got, expected), tolerance(expected, rtol), finite, scale(expected))
 
 
 class _Check:
-    def __init__(self, source, graph: Graph | None, what: str, batch: int | None, seed: int):
+    def __init__(self, source, graph: Graph | None, what: str, batch: int | None, seed: int,
+                 rtol: float | None = None):
         from .backends.keras import load_model, lower
 
         self.source = load_model(source) if graph is None else graph.meta["source"]
         self.graph = lower(self.source) if graph is None else graph
-        self.what, self.seed = what, seed
+        self.what, self.seed, self.rtol = what, seed, rtol
         self.batch = rows_needed(self.graph) if batch is None else batch  # 1 row halves the cost
         self.x = probe_inputs(self.graph, self.batch, seed)
         self._flat: Graph | None = None
@@ -153,7 +157,7 @@ class _Check:
             raise EquivalenceError(f"{self.what}: the result has {len(got)} outputs, the source model "
                                    f"{len(expected)} where {len(got)} were expected; {self._advice()}")
         names = self._output_names(out_refs, len(expected))
-        diffs = [_compare(n, g, e) for n, g, e in zip(names, got, expected) if e is not None]
+        diffs = [_compare(n, g, e, self.rtol) for n, g, e in zip(names, got, expected) if e is not None]
         bad = [d for d in diffs if not d.ok]
         if bad:
             self._fail(bad, models, feeds)
@@ -275,7 +279,7 @@ class _Bisect:
         part, value, source_value = self.candidates[k]
         got = Interpreter(self.graphs[part], self.models[part]).run(self.part_inputs(part), [value])[0]
         expected = self.check.source_values([source_value])[0]
-        return _compare(self.graphs[part].value_name(value), got, expected)
+        return _compare(self.graphs[part].value_name(value), got, expected, self.check.rtol)
 
     def failing_layer(self) -> tuple[str, str, int] | None:
         """The first layer whose call fails (name, class, part), each part run in the interpreter."""

@@ -17,15 +17,17 @@ The argument is never mutated.
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
-import numpy as np
+from typing import Callable
 
 from . import passes
 from .backends.keras import build, lower
-from .ir import Graph, KgraftError, RefError, ShapeError, TensorType, ValueRef
+from .backends.keras.applied import lower_applied
+from .backends.keras.reinfer import reinfer_nested
+from .ir import Graph, KgraftError, ShapeError
+from .ir.refs import resolve
+from .ir.tree import iter_refs
 from .passes.surgery_sites import Site, layer_sites, locate
-from .surgery_check import compare_outputs, probe_inputs
+from .surgery_check import check_channels, check_equal, check_upstream
 
 __all__ = ["delete_layer", "insert_layer", "replace_layer", "set_input_shape", "rename", "fold_batchnorm",
            "delete_channels"]
@@ -39,7 +41,7 @@ def delete_layer(model, ref: str, custom_objects: dict | None = None, check: boo
     g, _, calls = layer_sites(graph, site, "delete_layer")
     frontier = _qualified(site, _feeding(g, calls))
     result = passes.delete_layer(graph, ref=ref)
-    return _finish("delete_layer", graph, result, check and _upstream_check(frontier, _changed(graph, site, calls)))
+    return _finish("delete_layer", graph, result, check and _upstream(frontier, _changed(graph, site, calls)))
 
 
 def insert_layer(model, at: str, layers, custom_objects: dict | None = None, check: bool = True):
@@ -49,14 +51,12 @@ def insert_layer(model, at: str, layers, custom_objects: dict | None = None, che
     graph = lower(model, custom_objects)
     site = locate(graph, at)
     g = site.graph(graph)
-    from .ir.refs import resolve
-
     value = resolve(g, site.ref)
-    template = _lower_applied(layers, [g.value_type(value)], "insert_layer")
+    template = lower_applied(layers, [g.value_type(value)], "insert_layer", "new layers")
     result = passes.insert_layer(graph, at=at, layers=template)
     users = [g.node(u) for u, out, _ in g.uses(value.node) if out == value.index]
     changed = _changed(graph, site, users) | ({value.node} if value in graph.outputs else set())
-    return _finish("insert_layer", graph, result, check and _upstream_check(_qualified(site, [site.ref]), changed))
+    return _finish("insert_layer", graph, result, check and _upstream(_qualified(site, [site.ref]), changed))
 
 
 def replace_layer(model, target, new, copy_weights: bool = True, custom_objects: dict | None = None,
@@ -96,7 +96,7 @@ def replace_layer(model, target, new, copy_weights: bool = True, custom_objects:
         changed |= _changed(graph, Site(chain, name), calls)
         has_weights |= bool(layer.handle is not None and layer.handle.weights)
     result = passes.replace_layer(graph, target=target_text, new=templates, copy_weights=copy_weights and has_weights)
-    return _finish("replace_layer", graph, result, check and _upstream_check(frontier, changed))
+    return _finish("replace_layer", graph, result, check and _upstream(frontier, changed))
 
 
 def set_input_shape(model, shape, input: str | None = None, custom_objects: dict | None = None,
@@ -106,7 +106,7 @@ def set_input_shape(model, shape, input: str | None = None, custom_objects: dict
     graph = lower(model, custom_objects)
     result = passes.set_input_shape(graph, shape=list(shape), input=input)
     try:
-        built = build(result)
+        built = build(reinfer_nested(result))
     except ShapeError:
         raise
     except KgraftError as e:
@@ -120,7 +120,7 @@ def set_input_shape(model, shape, input: str | None = None, custom_objects: dict
         fits = all(len(o) == len(n) and all(b is None or a == b for a, b in zip(o[1:], n[1:]))
                    for o, n in zip(old, new))
         if fits:
-            compare_outputs("set_input_shape", src_model, built, probe_inputs(src_model), _names(graph))
+            check_equal("set_input_shape", graph, built)
     return built
 
 
@@ -141,14 +141,14 @@ def rename(model, names, custom_objects: dict | None = None, check: bool = True)
         result = passes.rename(graph, names=table) if table else graph.copy()
     else:
         raise KgraftError(f"rename: names must be a prefix string, a dict or a callable, got {type(names).__name__}")
-    return _finish("rename", graph, result, check and _equal_check(1e-5))
+    return _finish("rename", graph, result, check and _equal())
 
 
 def fold_batchnorm(model, custom_objects: dict | None = None, check: bool = True):
     """Fold each inference-mode BatchNormalization whose input comes only from a Conv1D/2D/3D,
     DepthwiseConv2D or Dense into that layer's kernel and bias (equal in inference, 1e-4 relative)."""
     graph = lower(model, custom_objects)
-    return _finish("fold_batchnorm", graph, passes.fold_batchnorm(graph), check and _equal_check(1e-4))
+    return _finish("fold_batchnorm", graph, passes.fold_batchnorm(graph), check and _equal(1e-4))
 
 
 def delete_channels(model, ref, channels=None, custom_objects: dict | None = None, check: bool = True):
@@ -156,59 +156,32 @@ def delete_channels(model, ref, channels=None, custom_objects: dict | None = Non
     them. Several layers at once (one rebuild): ``ref`` a dict ``{ref: channels}``, or a list of
     refs with ``channels`` a list of lists."""
     from .ir import verify
-    from .passes.delete_channels import _jobs, apply_plan, plan_channels
+    from .passes.delete_channels import _jobs, apply_plan, plan_nested
+    from .passes.surgery_sites import edit_at
 
     graph = lower(model, custom_objects)
     jobs = list(ref.items()) if isinstance(ref, dict) else _jobs(ref, list(channels or []))
-    plan = plan_channels(graph, jobs)  # what the delete-channels pass does, keeping the plan for the check
-    built = build(verify(apply_plan(plan)))
+    chain, plan = plan_nested(graph, jobs)  # what the delete-channels pass does, keeping the plan for the check
+    built = build(verify(edit_at(graph, chain, lambda _: apply_plan(plan))))
     if check:
-        reference = build(plan.graph)
-        for layer_name, zeroed in plan.zeroed.items():
-            _zero(reference.get_layer(layer_name), zeroed)
-        trim = {i: (m.axis, m.deleted) for i, m in plan.trimmed_outputs.items()}
-        src = graph.meta["source"]
-        compare_outputs("delete_channels", reference, built, probe_inputs(src), _names(plan.graph), trim=trim)
+        check_channels(graph, chain, plan, built)
     return built
 
 
 # ---------------------------------------------------------------------------- helpers
 def _finish(what: str, source: Graph, result: Graph, check: Callable | bool):
-    built = build(result)
+    built = build(reinfer_nested(result))
     if check:
         check(what, source, result, built)
     return built
 
 
-def _equal_check(tol: float) -> Callable:
-    def run(what, source, result, built):
-        src = source.meta["source"]
-        compare_outputs(what, src, built, probe_inputs(src), _names(source), tol)
-
-    return run
+def _equal(rtol: float | None = None) -> Callable:
+    return lambda what, source, result, built: check_equal(what, source, built, rtol)
 
 
-def _upstream_check(frontier: list[str], changed: set[str]) -> Callable:
-    """Every tensor feeding the change (``frontier``, refs of the source) is unchanged in the result,
-    and so is every model output that no changed top-level call site (``changed``) reaches."""
-
-    def run(what, source, result, built):
-        src_model = source.meta["source"]
-        reached = source.reach(changed)
-        refs = list(frontier) + [source.value_name(r) for r in source.outputs if r.node not in reached]
-        inputs = {source.node(i).layer for i in source.inputs}
-        refs = [r for r in dict.fromkeys(refs) if r not in inputs]
-        if not refs:
-            return
-        try:
-            before = build(passes.extract(source, outputs=refs))
-            after = build(passes.extract(result, outputs=refs))
-        except RefError:
-            return  # a tensor inside a nested model that is called more than once has no single ref
-        probes = probe_inputs(before, like=src_model)
-        compare_outputs(what, before, after, probes, [repr(r) for r in refs])
-
-    return run
+def _upstream(frontier: list[str], changed: set[str]) -> Callable:
+    return lambda what, source, result, built: check_upstream(what, source, result, frontier, changed)
 
 
 def _feeding(graph: Graph, calls) -> list[str]:
@@ -230,10 +203,6 @@ def _qualified(site: Site, names: list[str]) -> list[str]:
     return ["/".join(site.chain + (n,)) for n in names]
 
 
-def _names(graph: Graph) -> list[str]:
-    return [f"{graph.value_name(r)!r} ({graph.layer_of(r.node).class_name})" for r in graph.outputs]
-
-
 def _each_layer(graph: Graph, fn) -> None:
     for layer in graph.layers.values():
         fn(layer)
@@ -241,60 +210,10 @@ def _each_layer(graph: Graph, fn) -> None:
             _each_layer(layer.body, fn)
 
 
-def _zero(layer, zeroed: list) -> None:
-    by_name = {v.name: v for v in layer.weights}
-    for name, axis, rows in zeroed:
-        value = np.array(by_name[name].numpy())
-        index = [slice(None)] * value.ndim
-        index[axis] = list(rows)
-        value[tuple(index)] = 0
-        by_name[name].assign(value)
-
-
-def _lower_applied(layers: Any, in_types: list[TensorType], what: str) -> Graph:
-    """``layers`` (a layer, a list in sequence, or a callable) applied to fresh inputs of
-    ``in_types``, lowered: the template a pass takes."""
-    import keras
-
-    for t in in_types:
-        if t.shape is None:
-            raise KgraftError(f"{what}: the tensor's type is unknown ({t}), so the new layers cannot be built")
-    xs = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in in_types]
-    x = xs[0] if len(xs) == 1 else xs
-    if isinstance(layers, keras.layers.Layer):
-        y = layers(x)
-    elif isinstance(layers, (list, tuple)) and all(isinstance(l, keras.layers.Layer) for l in layers):
-        y = x
-        for layer in layers:
-            y = layer(y)
-    elif callable(layers):
-        y = layers(x)
-    else:
-        raise KgraftError(f"{what}: expected a Keras layer, a list of layers or a callable (KerasTensor -> "
-                          f"KerasTensor), got {type(layers).__name__}")
-    try:
-        return lower(keras.Model(xs, y))
-    except KgraftError:
-        raise
-    except Exception as e:
-        raise KgraftError(f"{what}: the new layers do not form a model on {', '.join(map(str, in_types))}: {e}") from None
-
-
 def _lower_call(layer, graph: Graph, args: list) -> Graph:
     """``layer`` called like the old call site (one tensor, or a list of tensors), lowered."""
-    operands = [ref for ref in _leaves(args)]
-    types = [graph.value_type(r) for r in operands]
+    types = [graph.value_type(r) for _, r in iter_refs(args)]
     if len(args) == 1 and isinstance(args[0], list):
-        return _lower_applied(lambda xs: layer(list(xs) if isinstance(xs, list) else [xs]), types, "replace_layer")
-    return _lower_applied(layer, types, "replace_layer")
-
-
-def _leaves(tree):
-    if isinstance(tree, ValueRef):
-        yield tree
-    elif isinstance(tree, (list, tuple)):
-        for item in tree:
-            yield from _leaves(item)
-    elif isinstance(tree, dict):
-        for item in tree.values():
-            yield from _leaves(item)
+        return lower_applied(lambda xs: layer(list(xs) if isinstance(xs, list) else [xs]), types, "replace_layer",
+                             "new layer")
+    return lower_applied(layer, types, "replace_layer", "new layer")

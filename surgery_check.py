@@ -1,80 +1,80 @@
-"""The checks the surgery functions promise (``check=True``), kept apart from the operations.
+"""What each surgery promises (``check=True``), proven with the shared equivalence check.
 
-Until kgraft has one shared equivalence check, these run a source model (or a reference made from
-it) and a result on the same random probe inputs and raise :class:`~kgraft.EquivalenceError`
-naming the first output that differs. NaN-strict: a NaN where the other model has a number is a
-difference. Tolerances are relative to the output's scale (``tol * max(1, max |reference|)``).
+Every comparison is :func:`kgraft.equivalence.check_model` (probe inputs, NaN-strict difference
+relative to the output's scale, the first differing tensor named); this module only says what
+must equal what:
+
+* :func:`check_equal` (``rename``, ``fold_batchnorm``, ``set_input_shape`` at the old shape): the
+  result's outputs are the source's;
+* :func:`check_upstream` (``delete_layer``, ``insert_layer``, ``replace_layer``): the result, cut
+  at the tensors that feed the change and at the outputs the change does not reach, gives the
+  source's values there;
+* :func:`check_channels` (``delete_channels``): the result equals the reference, the source in
+  which the weights reading the deleted channels are zero, its outputs that lose channels
+  trimmed to the kept ones.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .ir import EquivalenceError
+from . import passes
+from .equivalence import check_model
+from .ir import Graph, RefError
 
-__all__ = ["probe_inputs", "compare_outputs"]
+__all__ = ["check_equal", "check_upstream", "check_channels"]
 
 
-def probe_inputs(model, like=None, batch: int = 2, seed: int = 0):
-    """Random inputs for ``model`` (free dimensions taken from ``like``'s inputs, else 8); integer
-    inputs get ids below the smallest Embedding's ``input_dim``."""
+def check_equal(what: str, graph: Graph, built, rtol: float | None = None) -> None:
+    """``built`` computes what ``graph``'s source computes (within ``rtol`` relative)."""
+    check_model(graph.meta["source"], built, graph=graph, what=what, rtol=rtol)
+
+
+def check_upstream(what: str, source: Graph, result: Graph, frontier: list[str], changed: set[str]) -> None:
+    """Every tensor feeding the change (``frontier``, refs of the source) is unchanged in ``result``,
+    and so is every model output that no changed top-level call site (``changed``) reaches."""
+    reached = source.reach(changed)
+    refs = list(frontier) + [source.value_name(r) for r in source.outputs if r.node not in reached]
+    inputs = {source.node(i).layer for i in source.inputs}
+    refs = [r for r in dict.fromkeys(refs) if r not in inputs]
+    if not refs:
+        return
+    from .backends.keras import build
+
+    try:
+        cut = build(passes.extract(result, outputs=refs))
+    except RefError:
+        return  # a tensor inside a nested model that is called more than once has no single ref
+    check_model(source.meta["source"], cut, outputs=refs, graph=source, what=what)
+
+
+def check_channels(source: Graph, chain: tuple[str, ...], plan, built) -> None:
+    """``built`` equals the zeroed-weights reference of the delete-channels ``plan`` (made for the
+    model at ``chain`` of ``source``)."""
     import keras
 
-    rng = np.random.default_rng(seed)
-    vocab = min([layer.input_dim for layer in _all_layers(model) if isinstance(layer, keras.layers.Embedding)] or [10])
-    shapes = [tuple(t.shape) for t in (like if like is not None else model).inputs]
-    arrays = []
-    for tensor, fallback in zip(model.inputs, shapes):
-        shape = tuple(batch if i == 0 else (d if d is not None else (fallback[i] or 8))
-                      for i, d in enumerate(tensor.shape))
-        dtype = str(tensor.dtype)
-        if "int" in dtype:
-            arrays.append(rng.integers(0, vocab, size=shape).astype(dtype))
-        elif dtype == "bool":
-            arrays.append(rng.random(shape) < 0.5)
-        else:
-            arrays.append(rng.standard_normal(shape).astype(dtype))
-    return arrays[0] if len(arrays) == 1 else arrays
+    from .backends.keras import build
+    from .passes.surgery_sites import edit_at
+
+    reference = build(edit_at(source, chain, lambda _: plan.graph))
+    planned = reference
+    for name in chain:
+        planned = planned.get_layer(name)
+    for layer_name, zeroed in plan.zeroed.items():
+        _zero(planned.get_layer(layer_name), zeroed)
+    outputs = keras.tree.flatten(reference.outputs)
+    for i, mask in plan.trimmed_outputs.items():
+        outputs[i] = keras.ops.take(outputs[i], list(mask.keep()), axis=mask.axis)
+    if plan.trimmed_outputs:
+        reference = keras.Model(reference.inputs, outputs[0] if len(outputs) == 1 else outputs, name=reference.name)
+    check_model(reference, built, what="delete_channels")
 
 
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
-
-
-def _numpy(outputs) -> list[np.ndarray]:
-    import keras
-
-    flat = keras.tree.flatten(outputs)
-    return [np.asarray(keras.ops.convert_to_numpy(t)) for t in flat]
-
-
-def compare_outputs(what: str, reference, result, inputs, names: list[str], tol: float = 1e-5,
-                    trim: dict | None = None) -> float:
-    """Run both models on ``inputs`` (inference mode) and raise ``EquivalenceError`` at the first
-    output (named by ``names``) that differs by more than ``tol`` relative; ``trim`` maps an output
-    index to ``(axis, channels)`` deleted from the reference's output first. Returns the worst
-    relative difference."""
-    expected, got = _numpy(reference(inputs, training=False)), _numpy(result(inputs, training=False))
-    worst = 0.0
-    for i, (a, b) in enumerate(zip(expected, got)):
-        name = names[i] if i < len(names) else f"output {i}"
-        if trim and i in trim:
-            axis, channels = trim[i]
-            a = np.delete(a, sorted(channels), axis=axis)
-        if a.shape != b.shape:
-            raise EquivalenceError(f"{what}: output {name} has shape {b.shape}, expected {a.shape}")
-        if not np.array_equal(np.isnan(a), np.isnan(b)):
-            raise EquivalenceError(f"{what}: output {name} is NaN where the reference is not (or the reverse)")
-        a64, b64 = np.nan_to_num(a.astype(np.float64)), np.nan_to_num(b.astype(np.float64))
-        scale = max(1.0, float(np.max(np.abs(a64)))) if a64.size else 1.0
-        diff = float(np.max(np.abs(a64 - b64))) / scale if a64.size else 0.0
-        if diff > tol:
-            raise EquivalenceError(f"{what}: output {name} differs from the reference by {diff:.3e} "
-                                   f"(max abs difference relative to its scale {scale:.3g}; tolerance {tol:g}). "
-                                   "This is a kgraft bug: please report it with the model; check=False skips "
-                                   "the check.")
-        worst = max(worst, diff)
-    return worst
+def _zero(layer, zeroed: list) -> None:
+    by_name = {v.name: v for v in layer.weights}
+    for name, axis, rows in zeroed:
+        value = np.array(by_name[name].numpy())
+        index = [slice(None)] * value.ndim
+        index[axis] = list(rows)
+        value[tuple(index)] = 0
+        by_name[name].assign(value)

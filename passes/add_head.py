@@ -14,11 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from ..ir import CutError, Graph, KgraftError, ValueRef, parse
+from ..ir import CutError, Graph, KgraftError, ValueRef
 from ..ir.refs import resolve
 from ..ir.rewrite import clone_node, unique_name
 from .extract import inline_if_needed
 from .infra import Pass, register
+from .surgery_sites import read_graph
 
 __all__ = ["AddHead", "attach_head"]
 
@@ -53,18 +54,6 @@ def attach_head(graph: Graph, at: ValueRef, head: Graph, name: str | None = None
     return new
 
 
-def _head_graph(head: Any) -> Graph:
-    if isinstance(head, Graph):
-        return head
-    if isinstance(head, str):
-        try:
-            with open(head) as f:
-                return parse(f.read())
-        except OSError as e:
-            raise KgraftError(f"add-head: cannot read head IR file {head!r}: {e}") from None
-    raise KgraftError(f"add-head: head must be an IR Graph or a path to a textual IR file, got {type(head).__name__}")
-
-
 @register
 @dataclass(frozen=True)
 class AddHead(Pass):
@@ -79,5 +68,5 @@ class AddHead(Pass):
         if not self.at or self.head is None:
             raise KgraftError("add-head needs both at=<ref> and head=<IR graph or .kgir file>")
         graph = inline_if_needed(graph, [self.at])
-        return attach_head(graph, resolve(graph, self.at), _head_graph(self.head), self.model_name)
+        return attach_head(graph, resolve(graph, self.at), read_graph(self.head, "add-head", "head"), self.model_name)
 

@@ -1,5 +1,7 @@
 """``delete-channels{ref,channels}``: remove output channels of Conv*/Dense/SeparableConv layers and
-the matching input channels of everything that reads them.
+the matching input channels of everything that reads them. A DepthwiseConv's output channels are
+made from its input's, so they are deleted where those are made (whole groups of its
+``depth_multiplier``; :mod:`~kgraft.passes.channel_sources` walks up to the producers).
 
 The deleted channels are followed through every layer that carries channels one to one: per-channel
 layers (BatchNormalization, PReLU, DepthwiseConv: their weights are sliced), activations, dropout and
@@ -9,7 +11,11 @@ must lose the same channels) and Concatenate (at its offsets). They stop at the 
 channels (Conv*, Dense, the depthwise and pointwise kernels of SeparableConv), whose kernels lose the
 matching input rows. Anything else is refused by name. Several layers go in one run (``ref`` and
 ``channels`` as parallel lists), as kerassurgeon's ``Surgeon`` batches jobs: one rebuild for all.
-A model with nested models is inlined first (refs such as ``vgg16/block3_conv1`` keep working).
+Refs such as ``vgg16/block3_conv1`` reach into nested models. Where every job lies in one model
+(nested or not) and the channels stay in it, it is edited in place and nesting is kept; where they
+cross a nested model's boundary, the model is inlined first and the result is flat (a nested
+model's input or output type would change, and a nested model may be called where its other
+callers keep the old channels).
 
 Weights are not touched here: each changed layer gets ``Take`` steps in its weight plan, applied by
 the backend when it copies weights; ``filters``/``units`` shrink. :func:`plan_channels` returns the
@@ -32,20 +38,12 @@ from ..ir.refs import _find_layer, parse_ref, resolve
 from ..ir.weight_plan import Take
 from .infra import Pass, register
 from .inline_nested import inline
-from .surgery_sites import unbuilt
+from .channel_sources import (DEPTHWISE, ELEMENTWISE, GLOBAL, MERGES, MIXING_ACTIVATIONS, ROOTS, SPATIAL,
+                              channel_axis, upstream_jobs)
+from .surgery_sites import edit_at, locate, unbuilt
 
-__all__ = ["DeleteChannels", "ChannelPlan", "plan_channels", "apply_plan", "ROOTS"]
+__all__ = ["DeleteChannels", "ChannelPlan", "plan_nested", "plan_channels", "apply_plan", "ROOTS"]
 
-ROOTS = {"Conv1D": "filters", "Conv2D": "filters", "Conv3D": "filters", "Dense": "units",
-         "SeparableConv1D": "filters", "SeparableConv2D": "filters"}
-_ELEMENTWISE = {"ReLU", "LeakyReLU", "ELU", "ThresholdedReLU", "Dropout", "GaussianNoise", "GaussianDropout",
-                "AlphaDropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "Identity",
-                "ActivityRegularization"}
-_SPATIAL = {f"{op}{d}D" for op in ("MaxPooling", "AveragePooling", "ZeroPadding", "Cropping", "UpSampling")
-            for d in (1, 2, 3)}
-_GLOBAL = {f"Global{op}Pooling{d}D" for op in ("Average", "Max") for d in (1, 2, 3)}
-_MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
-_MIXING_ACTIVATIONS = {"softmax", "log_softmax"}
 
 
 @dataclass(frozen=True)
@@ -74,24 +72,43 @@ class ChannelPlan:
     trimmed_outputs: dict[int, Channels] = field(default_factory=dict)
 
 
+def plan_nested(graph: Graph, jobs: list[tuple[str, list[int]]]) -> tuple[tuple[str, ...], ChannelPlan]:
+    """``(chain, plan)``: planned inside the one model (the top level or a nested one, at ``chain``)
+    that holds every job when the channels stay in it, so that nesting is kept; else planned on the
+    inlined graph (``chain`` empty), whose result is flat. Apply it with
+    ``edit_at(graph, chain, lambda _: apply_plan(plan))``."""
+    if any(layer.body is not None for layer in graph.layers.values()):
+        try:
+            sites = [locate(graph, ref) for ref, _ in jobs]
+            chains = {site.chain for site in sites}
+            plan = _plan(sites[0].graph(graph), [(s.ref, c) for s, (_, c) in zip(sites, jobs)]) if len(chains) == 1 else None
+        except KgraftError:  # the channels reach a nested model: follow them through its inlined body
+            plan = None
+        if plan is not None and not (sites[0].chain and plan.trimmed_outputs):
+            return sites[0].chain, plan
+    return (), plan_channels(graph, jobs)
+
+
 def plan_channels(graph: Graph, jobs: list[tuple[str, list[int]]]) -> ChannelPlan:
     """Follow the channels each job deletes through ``graph`` (inlined when it nests models)."""
-    graph = inline(graph)
+    return _plan(inline(graph), jobs)
+
+
+def _plan(graph: Graph, jobs: list[tuple[str, list[int]]]) -> ChannelPlan:
     roots: dict[str, frozenset] = {}
     for ref, channels in jobs:
         layer = _find_layer(graph, parse_ref(ref).path)
         if layer is None:
             layer = graph.layer_of(resolve(graph, ref).node)  # a RefError naming the closest refs, if unknown
+        if layer.class_name in DEPTHWISE:  # its channels are made upstream: delete them there
+            size = _out_channels(graph, layer)
+            for root, deleted in upstream_jobs(graph, layer, _normalize(ref, channels, size)):
+                _add_root(graph, roots, root, deleted, repr(ref) + f" (through {root!r})")
+            continue
         if layer.class_name not in ROOTS:
-            hint = (" Its channels are its input's: delete them from the layer that feeds it."
-                    if layer.class_name.startswith("Depthwise") else "")
             raise KgraftError(f"delete-channels: {ref!r} is a {layer.class_name}; channels can be deleted from "
-                              f"{', '.join(sorted(ROOTS))} layers.{hint}")
-        size = layer.config[ROOTS[layer.class_name]]
-        roots[layer.name] = roots.get(layer.name, frozenset()) | _normalize(ref, channels, size)
-        if len(roots[layer.name]) >= size:
-            raise KgraftError(f"delete-channels: deleting channels {sorted(roots[layer.name])} of {ref!r} would leave "
-                              f"none of its {size}; delete the branch instead (delete_layer / extract)")
+                              f"{', '.join(sorted(ROOTS.keys() | DEPTHWISE))} layers.")
+        _add_root(graph, roots, layer.name, _normalize(ref, channels, layer.config[ROOTS[layer.class_name]]), repr(ref))
     plan = ChannelPlan(graph)
     seen: dict[str, tuple] = {}  # layer -> input masks at its first call site (shared layers)
     for node in graph.nodes():
@@ -116,6 +133,22 @@ def plan_channels(graph: Graph, jobs: list[tuple[str, list[int]]]) -> ChannelPla
     return plan
 
 
+def _add_root(graph: Graph, roots: dict, name: str, deleted: frozenset, what: str) -> None:
+    size = graph.layers[name].config[ROOTS[graph.layers[name].class_name]]
+    roots[name] = roots.get(name, frozenset()) | deleted
+    if len(roots[name]) >= size:
+        raise KgraftError(f"delete-channels: deleting channels {sorted(roots[name])} of {what} would leave "
+                          f"none of its {size}; delete the branch instead (delete_layer / extract)")
+
+
+def _out_channels(graph: Graph, layer) -> int:
+    shape = graph.call_sites(layer.name)[0].outputs[0].shape
+    if shape is None:
+        raise KgraftError(f"delete-channels: the output type of {layer.name!r} is unknown, so its channels cannot "
+                          "be counted; delete them from the layer that makes them")
+    return shape[channel_axis(layer, len(shape))]
+
+
 def _normalize(ref: str, channels, size: int) -> frozenset:
     out = set()
     for c in channels:
@@ -129,10 +162,6 @@ def _normalize(ref: str, channels, size: int) -> frozenset:
     if not out:
         raise KgraftError(f"delete-channels: no channels given for {ref!r}")
     return frozenset(out)
-
-
-def _channel_axis(layer, rank: int) -> int:
-    return 1 if layer.config.get("data_format") == "channels_first" else rank - 1
 
 
 def _rank(graph: Graph, ref: ValueRef) -> int | None:
@@ -157,7 +186,7 @@ def _root(plan: ChannelPlan, node, layer, deleted: frozenset, first: bool) -> Ch
     if node.outputs[0].shape is None:
         raise _refuse(plan, node, layer, " (its output type is unknown)")
     rank = len(node.outputs[0].shape)
-    axis = rank - 1 if layer.class_name == "Dense" else _channel_axis(layer, rank)
+    axis = rank - 1 if layer.class_name == "Dense" else channel_axis(layer, rank)
     return replace(out, axis=axis)
 
 
@@ -172,7 +201,7 @@ def _refuse(plan: ChannelPlan, node, layer, why: str = "") -> KgraftError:
 def _through(plan: ChannelPlan, node, layer, incoming, first: bool) -> Channels | None:
     """The deleted channels of this call site's output (None where a mixing layer absorbs them)."""
     cls, cfg, g = layer.class_name, layer.config, plan.graph
-    if cls in _MERGES or cls == "Concatenate":
+    if cls in MERGES or cls == "Concatenate":
         return _merge(plan, node, layer, incoming)
     if len(incoming) != 1 or len(node.outputs) != 1:
         raise _refuse(plan, node, layer, " (several tensors)")
@@ -181,7 +210,7 @@ def _through(plan: ChannelPlan, node, layer, incoming, first: bool) -> Channels 
     keep = mask.keep()
     if cls in ("Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D", "Conv1DTranspose",
                "Conv2DTranspose", "Conv3DTranspose", "Dense"):
-        axis = rank - 1 if cls == "Dense" else _channel_axis(layer, rank)
+        axis = rank - 1 if cls == "Dense" else channel_axis(layer, rank)
         if mask.axis != axis:
             raise _refuse(plan, node, layer, " (it mixes another axis)")
         if cfg.get("groups", 1) != 1:
@@ -208,7 +237,7 @@ def _through(plan: ChannelPlan, node, layer, incoming, first: bool) -> Channels 
         for name in names + ["moving_mean", "moving_variance"]:
             _step(plan, layer.name, name, 0, keep, first)
     elif cls in ("DepthwiseConv1D", "DepthwiseConv2D"):
-        if mask.axis != _channel_axis(layer, rank):
+        if mask.axis != channel_axis(layer, rank):
             raise _refuse(plan, node, layer, " (its channel axis differs)")
         mult = cfg.get("depth_multiplier", 1)
         _step(plan, layer.name, "kernel", -2, keep, first)
@@ -220,23 +249,23 @@ def _through(plan: ChannelPlan, node, layer, incoming, first: bool) -> Channels 
         if mask.axis not in shared:
             _step(plan, layer.name, "alpha", mask.axis - 1, keep, first)
     elif cls == "Activation":
-        if cfg.get("activation") in _MIXING_ACTIVATIONS and mask.axis == rank - 1:
+        if cfg.get("activation") in MIXING_ACTIVATIONS and mask.axis == rank - 1:
             raise _refuse(plan, node, layer, f" ({cfg.get('activation')} mixes the channels)")
     elif cls == "Softmax":
         axis = cfg.get("axis", -1)
         if any(a % rank == mask.axis for a in (axis if isinstance(axis, list) else [axis])):
             raise _refuse(plan, node, layer, " (it mixes the channels)")
-    elif cls in _SPATIAL:
-        if mask.axis != _channel_axis(layer, rank):
+    elif cls in SPATIAL:
+        if mask.axis != channel_axis(layer, rank):
             raise _refuse(plan, node, layer, " (its channel axis differs)")
-    elif cls in _GLOBAL:
-        if mask.axis != _channel_axis(layer, rank):
+    elif cls in GLOBAL:
+        if mask.axis != channel_axis(layer, rank):
             raise _refuse(plan, node, layer, " (its channel axis differs)")
         if not cfg.get("keepdims", False):
             out = replace(mask, axis=1)
     elif cls == "Flatten":
         out = _flatten(plan, node, layer, ref, mask)
-    elif cls not in _ELEMENTWISE:
+    elif cls not in ELEMENTWISE:
         raise _refuse(plan, node, layer)
     _touch(plan, layer)
     return out
@@ -332,4 +361,5 @@ class DeleteChannels(Pass):
         if not self.ref:
             raise KgraftError("delete-channels needs ref=<layer> and channels=[...], e.g. "
                               "delete-channels{ref=conv1,channels=[0,3]}")
-        return apply_plan(plan_channels(graph, _jobs(self.ref, self.channels)))
+        chain, plan = plan_nested(graph, _jobs(self.ref, self.channels))
+        return edit_at(graph, chain, lambda _: apply_plan(plan))

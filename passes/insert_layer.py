@@ -59,6 +59,6 @@ class InsertLayer(Pass):
     def apply(self, graph: Graph) -> Graph:
         if not self.at or self.layers is None:
             raise KgraftError("insert-layer needs both at=<ref> and layers=<IR graph or .kgir file>")
-        layers = read_graph(self.layers, "insert-layer")
+        layers = read_graph(self.layers, "insert-layer", "layers")
         site = locate(graph, self.at)
         return edit_at(graph, site.chain, lambda g: insert_after(g, resolve(g, site.ref), layers))

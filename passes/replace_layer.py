@@ -96,7 +96,7 @@ class ReplaceLayer(Pass):
         if not self.target or self.new is None:
             raise KgraftError("replace-layer needs target=<layer ref or class> and new=<IR graph or .kgir file>")
         templates = self.new if isinstance(self.new, dict) else None
-        shared = None if templates is not None else read_graph(self.new, "replace-layer")
+        shared = None if templates is not None else read_graph(self.new, "replace-layer", "new")
         for chain, name in targets_of(graph, self.target):
             template = shared
             if templates is not None:

@@ -151,8 +151,8 @@ def template_layer(template: Graph, what: str) -> tuple[Layer, "object"]:
     return template.layers[calls[0].layer], calls[0]
 
 
-def read_graph(value, what: str) -> Graph:
-    """An IR graph given as itself or as the path of a textual IR file."""
+def read_graph(value, what: str, role: str) -> Graph:
+    """An IR graph given as itself or as the path of a textual IR file (``role`` names it in errors)."""
     if isinstance(value, Graph):
         return value
     if isinstance(value, str):
@@ -160,8 +160,9 @@ def read_graph(value, what: str) -> Graph:
             with open(value) as f:
                 return parse(f.read())
         except OSError as e:
-            raise KgraftError(f"{what}: cannot read IR file {value!r}: {e}") from None
-    raise KgraftError(f"{what}: expected an IR Graph or the path of a .kgir file, got {type(value).__name__}")
+            raise KgraftError(f"{what}: cannot read {role} IR file {value!r}: {e}") from None
+    raise KgraftError(f"{what}: {role} must be an IR Graph or the path of a .kgir file, "
+                      f"got {type(value).__name__}")
 
 
 def value_users(graph: Graph, value: ValueRef, skip: set[str]) -> list[str]:

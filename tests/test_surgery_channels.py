@@ -94,14 +94,29 @@ def test_delete_channels_in_a_nested_model_and_on_a_shared_consumer(random_input
     inner = _conv_stack()
     x = keras.Input((10, 10, 3))
     model = keras.Model(x, inner(x))
-    result = kgraft.delete_channels(model, "stack/c1", [2])  # nested models are inlined first
-    assert result.get_layer("c1").filters == 5
+    result = kgraft.delete_channels(model, "stack/c1", [2])  # the channels stay inside: nesting kept
+    assert result.get_layer("stack").get_layer("c1").filters == 5
+    assert model.count_params() - result.count_params() == 28 + 4 + 1 + (9 * 2 + 2) + 2 * 9 + 2 * 5
     shared = L.Dense(3, name="shared")
     x2 = keras.Input((4,))
     h = L.Dense(4, name="h")(x2)
     model2 = keras.Model(x2, [shared(h), shared(L.ReLU()(h))])
     result2 = kgraft.delete_channels(model2, "h", [3])
     assert result2.get_layer("shared").kernel.shape == (3, 3)
+
+
+def test_delete_channels_across_a_nested_models_boundary_inlines_it(enliven):
+    inner_in = keras.Input((6, 6, 4))
+    inner = keras.Model(inner_in, L.Conv2D(3, 1, name="inner_conv")(L.ReLU(name="inner_relu")(inner_in)), name="inner")
+    x = keras.Input((6, 6, 3))
+    stem = L.Conv2D(4, 3, padding="same", name="stem")(x)
+    model = keras.Model(x, L.GlobalAveragePooling2D(name="gap")(inner(stem)))
+    enliven(model)
+    result = kgraft.delete_channels(model, "stem", [1])  # checked against the zeroed reference
+    assert "inner" not in [layer.name for layer in result.layers]  # flat: the inner input type changed
+    assert result.get_layer("inner_conv").kernel.shape == (1, 1, 3, 3)
+    same = kgraft.delete_channels(model, "inner/inner_conv", [0])  # the channels leave the nested model: flat
+    assert same.get_layer("inner_conv").filters == 2
 
 
 def test_delete_channels_mobilenetv2_residual_blocks_batched(enliven):
@@ -119,8 +134,12 @@ def test_delete_channels_mobilenetv2_residual_blocks_batched(enliven):
 @pytest.mark.parametrize("build, ref, channels, message", [
     (lambda x: L.Reshape((-1,), name="reshape")(L.Conv2D(2, 1, name="conv")(x)), "conv", [0],
      r"cannot follow the deleted channels through 'reshape' \(Reshape\)"),
-    (lambda x: L.DepthwiseConv2D(1, name="dw")(x), "dw", [0], r"'dw' is a DepthwiseConv2D.*delete them from the "
-                                                              r"layer that feeds it"),
+    (lambda x: L.DepthwiseConv2D(1, name="dw")(x), "dw", [0], r"the channels of 'dw' come from the model input "
+                                                              r"'input_layer.*', which kgraft cannot delete channels from"),
+    (lambda x: L.DepthwiseConv2D(1, depth_multiplier=2, name="dw")(L.Conv2D(2, 1, name="conv")(x)), "dw", [1],
+     r"only whole groups can go: delete \[0, 1\] \(input channels \[0\]\), not \[1\]"),
+    (lambda x: L.DepthwiseConv2D(1, name="dw")(L.Reshape((4, 4, 3), name="reshape")(x)), "dw", [0],
+     r"the channels of 'dw' come from 'reshape' \(Reshape\)"),
     (lambda x: L.Conv2D(2, 1, name="conv")(x), "conv", [0, 1], r"would leave none of its 2"),
     (lambda x: L.Conv2D(2, 1, name="conv")(x), "conv", [5], r"'conv' has 2 channels \(0..1\), not 5"),
     (lambda x: L.Softmax(name="sm")(L.Conv2D(3, 1, name="conv")(x)), "conv", [0], r"softmax|mixes the channels"),
@@ -129,6 +148,37 @@ def test_delete_channels_refuses_by_name(build, ref, channels, message):
     x = keras.Input((4, 4, 3))
     with pytest.raises(kgraft.KgraftError, match=message):
         kgraft.delete_channels(keras.Model(x, build(x)), ref, channels)
+
+
+def _depthwise_model():
+    x = keras.Input((8, 8, 3))
+    a, b = L.Conv2D(4, 3, padding="same", name="a")(x), L.Conv2D(4, 1, name="b")(x)
+    y = L.ReLU(name="relu")(L.BatchNormalization(name="bn")(L.Add(name="add")([a, b])))
+    dw = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw")(y)
+    side = L.Conv2D(2, 1, name="side")(y)  # reads the producer's channels too
+    out = L.GlobalAveragePooling2D(name="gap")(L.Conv2D(3, 1, name="pw")(dw))
+    return keras.Model(x, [out, L.GlobalAveragePooling2D(name="gap2")(side)])
+
+
+def test_delete_channels_of_a_depthwise_layer_go_upstream(enliven):
+    model = _stats(_depthwise_model(), enliven)
+    result = kgraft.delete_channels(model, "dw", [2, 3])  # the group of input channel 1, from a and b (the Add)
+    assert (result.get_layer("a").filters, result.get_layer("b").filters) == (3, 3)
+    assert result.get_layer("dw").kernel.shape == (3, 3, 3, 2)
+    assert result.get_layer("side").kernel.shape == (1, 1, 3, 2)  # every reader of the producers loses it
+    # a (27+1), b (3+1), bn (4), dw kernel+bias (9*2+2), side and pw input rows (2, 2*3)
+    assert model.count_params() - result.count_params() == 28 + 4 + 4 + 20 + 2 + 6
+    np.testing.assert_array_equal(result.get_layer("dw").kernel.numpy(),
+                                  model.get_layer("dw").kernel.numpy()[:, :, [0, 2, 3], :])
+
+
+def test_delete_channels_of_mobilenetv2_depthwise_layers(enliven):
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=5)
+    enliven(model)
+    result = kgraft.delete_channels(model, {"block_1_depthwise": [0, 5], "expanded_conv_depthwise": [1]})
+    assert result.get_layer("block_1_expand").filters == model.get_layer("block_1_expand").filters - 2
+    assert result.get_layer("Conv1").filters == model.get_layer("Conv1").filters - 1
+    assert result.get_layer("block_1_depthwise").kernel.shape[2] == model.get_layer("block_1_depthwise").kernel.shape[2] - 2
 
 
 @pytest.mark.slow

@@ -217,6 +217,31 @@ def test_set_input_shape_into_a_nested_model(run_model):
     assert run_model(result, np.ones((1, 64, 64, 3), "float32")).shape == (1, 4)
 
 
+def _stem_then_nested():
+    """A strided stem, then a nested model (itself nesting one behind a pooling layer)."""
+    x_in = keras.Input((8, 8, 6))
+    deepest = keras.Model(x_in, L.Conv2D(5, 3, padding="same", name="deep_conv")(x_in), name="deepest")
+    y_in = keras.Input((16, 16, 6))
+    y = deepest(L.MaxPooling2D(name="inner_pool")(L.Conv2D(6, 3, padding="same", name="inner_conv")(y_in)))
+    inner = keras.Model(y_in, y, name="inner")
+    x = keras.Input((32, 32, 3), name="image")
+    stem = L.Conv2D(6, 3, strides=2, padding="same", name="stem")(x)
+    return keras.Model(x, L.GlobalAveragePooling2D(name="gap")(inner(stem)), name="outer")
+
+
+def test_set_input_shape_reaches_nested_models_behind_shape_changing_layers(run_model, enliven):
+    model = _stem_then_nested()
+    enliven(model)
+    result = kgraft.set_input_shape(model, (None, None, 3))  # checked equal at 32x32
+    assert tuple(result.get_layer("inner").inputs[0].shape) == (None, None, None, 6)
+    assert tuple(result.get_layer("inner").get_layer("deepest").inputs[0].shape) == (None, None, None, 6)
+    for size in (32, 48):
+        assert run_model(result, np.ones((1, size, size, 3), "float32")).shape == (1, 5)
+    fixed = kgraft.set_input_shape(model, (64, 64, 3))
+    assert tuple(fixed.get_layer("inner").inputs[0].shape) == (None, 32, 32, 6)
+    assert tuple(fixed.get_layer("inner").get_layer("deepest").inputs[0].shape) == (None, 16, 16, 6)
+
+
 def test_set_input_shape_grayscale_is_a_shape_error():
     with pytest.raises(kgraft.ShapeError, match=r"layer 'c1' \(Conv2D\).*was f32\[\?,12,12,3\] and is now "
                                                 r"f32\[\?,12,12,1\]"):
@@ -326,8 +351,24 @@ def test_check_catches_a_wrong_result(monkeypatch):
         values["bias"] = values["bias"] + 1.0
 
     monkeypatch.setattr(weight_plan, "_fold", broken)
-    with pytest.raises(kgraft.EquivalenceError, match=r"fold_batchnorm: output 'logits' \(Dense\) differs"):
+    with pytest.raises(kgraft.EquivalenceError, match=r"fold_batchnorm: the result does not compute what the source "
+                                                      r"model computes .* the first differing tensor is 'c1' \(Conv2D\)"
+                                                      r".*differing output\(s\): 'logits'"):
         kgraft.fold_batchnorm(_chain())
+
+
+def test_delete_channels_check_catches_a_wrong_slice(monkeypatch):
+    import importlib
+
+    dc = importlib.import_module("kgraft.passes.delete_channels")
+    real = dc._step
+
+    def shifted(plan, layer, weight, axis, keep, first):  # c2 reads the first rows, not the kept ones
+        real(plan, layer, weight, axis, tuple(range(len(keep))) if layer == "c2" else keep, first)
+
+    monkeypatch.setattr(dc, "_step", shifted)
+    with pytest.raises(kgraft.EquivalenceError, match=r"delete_channels: .*the first differing tensor is 'c2'"):
+        kgraft.delete_channels(_chain(), "c1", [0, 1, 2])
 
 
 def test_surgery_functions_accept_files(tmp_path, assert_same_outputs, random_inputs):
