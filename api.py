@@ -12,8 +12,9 @@ from typing import Any
 
 from . import passes
 from .backends.keras import build, build_partitions, lower
+from .backends.keras.applied import lower_applied
 from .equivalence import check_model, check_split
-from .ir import Graph, KgraftError, TensorType, ValueRef
+from .ir import KgraftError, ValueRef
 from .ir.refs import resolve
 from .passes.extract import inline_if_needed
 
@@ -65,7 +66,7 @@ def add_head(model, at: str, head: Any, name: str | None = None, custom_objects:
     """
     source = lower(model, custom_objects)
     graph = inline_if_needed(source, [at])
-    head_graph = _lower_head(head, graph.value_type(resolve(graph, at)))
+    head_graph = lower_applied(head, [graph.value_type(resolve(graph, at))], "add_head", "head")
     result = build(passes.add_head(graph, at=at, head=head_graph, model_name=name))
     if check:
         kept = [graph.value_name(v) for v in graph.outputs]
@@ -108,24 +109,3 @@ def plan(model, bandwidth, edge_slowdown: float = 1.0, server_slowdown: float = 
 
     return plan_split(graph, bandwidth_bps, edge_slowdown, server_slowdown, rtt,
                       profile=layer_profile(model, custom_objects), compress=compress)
-
-
-def _lower_head(head: Any, at_type: TensorType) -> Graph:
-    """The head applied to a fresh ``keras.Input`` of ``at``'s type, lowered to IR."""
-    import keras
-
-    if at_type.shape is None:
-        raise KgraftError(f"add_head: the tensor's type is unknown ({at_type}), so the head cannot be built")
-    x = keras.Input(batch_shape=at_type.shape, dtype=at_type.dtype)
-    if isinstance(head, keras.layers.Layer):
-        y = head(x)
-    elif isinstance(head, (list, tuple)):
-        y = x
-        for layer in head:
-            y = layer(y)
-    elif callable(head):
-        y = head(x)
-    else:
-        raise KgraftError(f"add_head: head must be a Keras layer, a list of layers or a callable "
-                          f"(KerasTensor -> KerasTensor), got {type(head).__name__}")
-    return lower(keras.Model(x, y))
