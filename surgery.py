@@ -22,7 +22,6 @@ from typing import Callable
 from . import passes
 from .backends.keras import build, lower
 from .backends.keras.applied import lower_applied
-from .backends.keras.reinfer import reinfer_nested
 from .ir import Graph, KgraftError, ShapeError
 from .ir.refs import resolve
 from .ir.tree import iter_refs
@@ -106,7 +105,7 @@ def set_input_shape(model, shape, input: str | None = None, custom_objects: dict
     graph = lower(model, custom_objects)
     result = passes.set_input_shape(graph, shape=list(shape), input=input)
     try:
-        built = build(reinfer_nested(result))
+        built = build(result)
     except ShapeError:
         raise
     except KgraftError as e:
@@ -170,7 +169,7 @@ def delete_channels(model, ref, channels=None, custom_objects: dict | None = Non
 
 # ---------------------------------------------------------------------------- helpers
 def _finish(what: str, source: Graph, result: Graph, check: Callable | bool):
-    built = build(reinfer_nested(result))
+    built = build(result)
     if check:
         check(what, source, result, built)
     return built

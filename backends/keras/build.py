@@ -16,11 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 import re
+from dataclasses import replace
 
 import keras
 import networkx as nx
 
-from ...ir import INPUT_CLASS, Graph, KgraftError, Layer, ValueRef, partitions_of, verify
+from ...ir import INPUT_CLASS, Graph, KgraftError, Layer, TensorType, ValueRef, partitions_of, verify
+from ...ir.graph import nested_call_inputs
 from .classes import check_classes, classes_from_handles, iter_layers
 from .arguments import call_arguments
 from .internals import SafeModeScope, deserialize_layer
@@ -85,7 +87,9 @@ class _Builder:
         self.objects: dict[Any, Any] = {}
         self.made: list[tuple[Layer, Any]] = []
 
-    def layer(self, layer: Layer, graph: Graph):
+    def layer(self, layer: Layer, graph: Graph, passed: list | None = None):
+        """The Keras object of ``layer`` (of ``graph``); a nested model is built on first use for
+        the tensors ``passed`` to its inputs."""
         if layer.class_name == INPUT_CLASS:  # each model its own inputs, also where the IR shares them
             key = ("input", id(graph), layer.name)
         elif layer.handle is not None:
@@ -94,7 +98,7 @@ class _Builder:
             key = ("ir", id(layer))
         obj = self.objects.get(key)
         if obj is None:
-            obj = self.model(layer.body, layer) if layer.body is not None else self._deserialize(layer)
+            obj = self.model(layer.body, layer, passed) if layer.body is not None else self._deserialize(layer)
             self.objects[key] = obj
             self.made.append((layer, obj))
         return obj
@@ -106,31 +110,39 @@ class _Builder:
         except Exception as e:
             raise _RebuildError(rebuild_message(layer, e)) from e
 
-    def model(self, graph: Graph, layer: Layer | None = None):
+    def model(self, graph: Graph, layer: Layer | None = None, passed: list | None = None):
+        """``graph`` as a Keras model. A nested model is built for the tensors ``passed`` to it
+        where they no longer fit the input types its body records (after a surgery upstream
+        changed them, as Keras re-infers every shape)."""
         name = layer.name if layer is not None else graph.name
+        inputs = {node_id: self.layer(_retyped(graph.layers[graph.node(node_id).layer], graph.value_type(ValueRef(node_id)), t), graph)
+                  for node_id, t in zip(graph.inputs, passed or [None] * len(graph.inputs))}
         if graph.kind == "Sequential" and _is_chain(graph):
-            stack = [self.layer(graph.layers[node.layer], graph) for node in graph.nodes()]
+            stack = [inputs[node.id] if node.id in inputs else self.layer(graph.layers[node.layer], graph)
+                     for node in graph.nodes()]
             return keras.Sequential(stack, name=name)
-        values: dict[str, list] = {}
+        values: dict[str, list] = {node_id: [obj.output] for node_id, obj in inputs.items()}
         for node in _call_order(graph):
-            obj = self.layer(graph.layers[node.layer], graph)
-            if node.id in graph.inputs:
-                values[node.id] = [obj.output]
+            if node.id in inputs:
                 continue
-            args, kwargs = call_arguments(node, lambda ref: values[ref.node][ref.index])
+            ir_layer = graph.layers[node.layer]
+            value = lambda ref: values[ref.node][ref.index]  # noqa: E731
+            args, kwargs = call_arguments(node, value)
+            passed_in = None if ir_layer.body is None else [
+                None if ref is None else value(ref) for ref in nested_call_inputs(node, ir_layer.body)]
+            obj = self.layer(ir_layer, graph, passed_in)
             try:
                 result = obj(*args, **kwargs)
             except Exception as e:
-                raise KgraftError(f"Keras could not call layer {node.layer!r} ({graph.layers[node.layer].class_name}) "
+                raise KgraftError(f"Keras could not call layer {node.layer!r} ({ir_layer.class_name}) "
                                   f"at call site {node.id!r} of model {name!r}: {type(e).__name__}: {e}") from e
             values[node.id] = keras.tree.flatten(result)
-        inputs = [values[i][0] for i in graph.inputs]
-        outputs = [values[r.node][r.index] for r in graph.outputs]
+        ins = [values[i][0] for i in graph.inputs]
+        outs = [values[r.node][r.index] for r in graph.outputs]
         return keras.Model(
-            dict(zip(graph.input_keys, inputs)) if graph.input_keys is not None
-            else inputs[0] if len(inputs) == 1 else inputs,
-            dict(zip(graph.output_keys, outputs)) if graph.output_keys is not None
-            else outputs[0] if len(outputs) == 1 else outputs,
+            dict(zip(graph.input_keys, ins)) if graph.input_keys is not None else ins[0] if len(ins) == 1 else ins,
+            dict(zip(graph.output_keys, outs)) if graph.output_keys is not None
+            else outs[0] if len(outs) == 1 else outs,
             name=name)
 
     def every_rebuild_error(self, graph: Graph) -> list[str]:
@@ -173,6 +185,19 @@ def _copy_layer(layer: Layer, target) -> None:
     # a tf_keras source: its variables are tf.Variables, assigned in order
     for target_var, source_var in zip(target_vars, source_vars):
         target_var.assign(source_var)
+
+
+def _retyped(layer: Layer, declared: TensorType, tensor) -> Layer:
+    """An InputLayer for ``tensor`` where its declared type no longer fits it."""
+    if tensor is None:
+        return layer
+    actual = TensorType(tuple(tensor.shape), str(tensor.dtype))
+    if declared.shape is not None and len(declared.shape) == len(actual.shape) and declared.dtype == actual.dtype \
+            and all(d is None or d == a for d, a in zip(declared.shape, actual.shape)):
+        return layer  # the declared type admits what is passed (free dims stay free)
+    config = {k: v for k, v in layer.config.items() if k != "batch_input_shape"}
+    return replace(layer, spec={**layer.spec, "config": {**config, "batch_shape": list(actual.shape),
+                                                       "dtype": actual.dtype}})
 
 
 class _RebuildError(KgraftError):

@@ -64,7 +64,7 @@ def shape_error(layer: Layer, target, source_shapes=None) -> ShapeError:
     if source_shapes is None:
         source_shapes = [tuple(v.shape) for v in layer.handle.weights]
     old, new = _input_type(layer.handle), _input_type(target)
-    if old == new and not layer.weight_plan:  # nothing changed its input: the config is incomplete
+    if old == new and not layer.weight_plan and _config_is_the_sources(layer):  # the config is incomplete
         return ShapeError(
             f"layer {layer.qualified_name!r} ({layer.class_name}): its weights (shapes "
             f"{[tuple(s) if s is not None else None for s in source_shapes]}) do not fit the layer Keras rebuilds "
@@ -78,6 +78,22 @@ def shape_error(layer: Layer, target, source_shapes=None) -> ShapeError:
         "Keep the dimensions this layer reads (e.g. the channels of its input), or replace it with a "
         "new layer that is trained again (kgraft.replace_layer(model, ref, new_layer, copy_weights=False))."
     )
+
+
+def _config_is_the_sources(layer: Layer) -> bool:
+    """Whether ``layer``'s config is what its source layer writes (no surgery changed it)."""
+    import json
+
+    import keras
+
+    def canonical(config: dict) -> str:
+        return json.dumps({k: v for k, v in config.items() if k != "name"}, sort_keys=True, default=str)
+
+    try:
+        live = keras.saving.serialize_keras_object(layer.handle)["config"]
+        return canonical(json.loads(json.dumps(live, default=str))) == canonical(layer.config)
+    except Exception:
+        return False
 
 
 def _input_type(layer) -> str:
