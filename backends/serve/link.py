@@ -76,6 +76,10 @@ class EmulatedLink:
         self._server.close()
         for writer in self._writers:
             writer.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def close(self) -> None:
         if self._loop.is_closed():
