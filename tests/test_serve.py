@@ -320,3 +320,39 @@ def test_cli_refuses_a_taken_port(skipnet, tmp_path):
              "--port", str(port)], capture_output=True, text=True, timeout=START_TIMEOUT)
     assert result.returncode == 1 and time.monotonic() - started < START_TIMEOUT
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+
+
+# ---------------------------------------------------------------------------- link emulation, overhead
+def test_emulated_link_carries_at_its_bandwidth_and_delay(skipnet, tail_server):
+    """A request through EmulatedLink takes rtt + its wire bytes / bandwidth longer than direct."""
+    from kgraft.backends.serve.link import EmulatedLink
+
+    model, directory = skipnet
+    x = rand((64, 8, 8, 3), 4)  # 64 samples: 64 KiB of cut tensors up
+    port = int(tail_server.rsplit(":", 1)[1])
+    with kgraft.SplitRunner(directory, tail_server, edge=1) as direct:
+        direct(x)
+        base = min(_timed(direct, x) for _ in range(3))
+    with EmulatedLink(port, bandwidth_bps=8e6, rtt_s=0.05) as link, \
+            kgraft.SplitRunner(directory, link.url, edge=1) as slow:
+        close(slow(x)[0], model, x)
+        before = link.bytes_up + link.bytes_down
+        took = min(_timed(slow, x) for _ in range(3))
+        wire = (link.bytes_up + link.bytes_down - before) / 3
+    assert wire > slow.last_timing.bytes_sent + slow.last_timing.bytes_received  # headers counted too
+    expected = 0.05 + wire * 8 / 8e6  # ~0.12 s
+    assert expected * 0.9 < took - base < expected * 1.3, (took, base, expected)
+
+
+def _timed(runner, x) -> float:
+    started = time.perf_counter()
+    runner(x)
+    return time.perf_counter() - started
+
+
+def test_measure_overhead_against_kgraft_serve():
+    from kgraft.backends.serve.overhead import measure_overhead
+
+    overhead = measure_overhead(runs=3, sizes=(1, 1 << 16, 1 << 18))
+    assert 0 <= overhead.request_s < 0.1 and 0 <= overhead.per_byte_s < 1e-6
+    assert 300 < overhead.request_bytes < 2000  # HTTP + v2 JSON headers, both ways
