@@ -57,12 +57,16 @@ def _rate(bps: float) -> str:
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows to show.")
 @click.option("--compress", type=click.Choice(["fp16", "int8"]),
               help="Count cut tensors as export_onnx(compress=...) sends them (2 or 1 byte per float32).")
+@click.option("--measure-overhead", is_flag=True,
+              help="Measure what a request to kgraft serve costs beyond the link (fixed, per byte, protocol bytes) "
+                   "on 127.0.0.1 and count it (needs kgraft[serve]).")
 @ui_options(json_flag=True)
 def plan(model, input_shape, unsafe, custom_objects, bandwidth, edge_slowdown, server_slowdown, rtt, flops_per_s, top,
-         compress, quiet, as_json):
+         compress, measure_overhead, quiet, as_json):
     """Rank where to split MODEL between an edge device and a server by end-to-end latency.
 
-    Latency per sample = edge time before the cut + transfer (rtt + bytes / bandwidth) +
+    Latency per sample = edge time before the cut + transfer (rtt + bytes / bandwidth, the
+    results coming back included; with --measure-overhead also the serving stack's cost) +
     server time after it. Candidates: every split point, the optimal multi-tensor cut
     (min-cut), all on edge, all on server. Layer times are measured on this machine with ONNX
     Runtime and scaled by the slowdowns; --flops-per-s estimates them from FLOPs instead.
@@ -87,13 +91,20 @@ def plan(model, input_shape, unsafe, custom_objects, bandwidth, edge_slowdown, s
 
         with ui.step("measuring each layer with ONNX Runtime (tf2onnx conversion + profiling)"):
             profile = layer_profile(graph.meta["source"])
+    overhead = None
+    if measure_overhead:
+        from ..backends.serve.overhead import measure_overhead as measure
+
+        with ui.step("measuring the serving overhead (kgraft serve on 127.0.0.1)"):
+            overhead = measure()
     rows = plan_split(graph, bandwidth, edge_slowdown, server_slowdown, rtt,
-                      flops_per_s or DEFAULT_FLOPS_PER_S, profile=profile, compress=compress)
+                      flops_per_s or DEFAULT_FLOPS_PER_S, profile=profile, compress=compress, overhead=overhead)
     shown = [(i, r) for i, r in enumerate(rows, 1) if i <= top or r.label in BASELINES]
     timing = "measured with ONNX Runtime" if profile is not None else f"FLOPs at {flops_per_s / 1e9:g} GFLOP/s"
     if as_json:
         ui.json({"model": graph.name, "bandwidth_bps": bandwidth, "edge_slowdown": edge_slowdown,
                  "server_slowdown": server_slowdown, "rtt_s": rtt, "layer_times": timing, "compress": compress,
+                 "overhead": dataclasses.asdict(overhead) if overhead else None,
                  "candidates": len(rows),
                  "rows": [{"rank": i, **dataclasses.asdict(r)} for i, r in shown]})
         return

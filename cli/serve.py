@@ -22,8 +22,12 @@ __all__ = ["serve"]
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="HTTP port.")
 @click.option("--from-partition", "from_partition", type=click.IntRange(min=0), default=0, show_default=True,
               metavar="K", help="Serve partitions K.. (the edge runs 0..K-1).")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=None,
+              help="Also serve the v2 gRPC protocol on this port (SplitRunner(..., protocol='grpc')).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="ONNX Runtime threads per partition (default: one per core).")
 @click.option("-v", "--verbose", is_flag=True, help="KServe's and uvicorn's own logging (requests, start-up).")
-def serve(directory, host, port, from_partition, verbose):
+def serve(directory, host, port, from_partition, grpc_port, threads, verbose):
     """Serve the partitions of an ONNX export or Triton repository over the KServe v2 protocol.
 
     Models: <model>_part<i> for each partition i >= K, and <model>_from<K> (<model> when K is 0)
@@ -33,12 +37,15 @@ def serve(directory, host, port, from_partition, verbose):
     \b
     Examples:
       kgraft serve parts/ --from-partition 1 --port 8000
+      kgraft serve parts/ --from-partition 1 --port 8000 --grpc-port 8001 --threads 1
       kgraft serve triton-repo/ --host 0.0.0.0
     """
     from ..backends.serve.server import serve as run_server
 
     def ready(url, models):
-        click.echo(f"serving {', '.join(models)} at {url}", nl=True)
+        also = f" and grpc://{host}:{grpc_port}" if grpc_port is not None else ""
+        click.echo(f"serving {', '.join(models)} at {url}{also}", nl=True)
 
-    run_server(directory, host=host, port=port, from_partition=from_partition, on_ready=ready, verbose=verbose)
+    run_server(directory, host=host, port=port, from_partition=from_partition, on_ready=ready, verbose=verbose,
+               threads=threads, grpc_port=grpc_port)
     click.echo("kgraft serve: stopped", err=True)

@@ -5,8 +5,16 @@ and a *server* computes the rest. End-to-end latency of one sample::
 
     edge_s + transfer_s + server_s
     edge_s     = sum of t(v) * edge_slowdown    over the call sites before the cut
-    transfer_s = rtt_s + 8 * bytes crossing / bandwidth_bps   (0 when nothing crosses)
+    transfer_s = rtt_s + request_s + (8 / bandwidth_bps + per_byte_s) * (up + down)
+                 + 8 * request_bytes / bandwidth_bps             (0 when nothing crosses)
     server_s   = sum of t(v) * server_slowdown  over the call sites after it
+
+``up`` is the bytes crossing the cut, ``down`` the bytes of the model outputs computed on the
+server, which come back to the edge (``results_to_edge``, as :class:`~kgraft.SplitRunner` does).
+:class:`Overhead` is what the serving stack adds to each request on top of the link: a fixed
+time, a time per tensor byte (serialisation, copies) and the protocol's own bytes (HTTP headers,
+the v2 JSON header); ``kgraft.backends.serve.overhead.measure_overhead`` measures it against
+``kgraft serve`` on loopback. Without it the planner underestimates every placement that sends.
 
 ``t(v)`` is the time of call site ``v`` on *this* machine: a measured profile when given,
 else its FLOPs (:mod:`.costs`) divided by this machine's throughput (``flops_per_s``, which
@@ -42,7 +50,7 @@ from .infra import run
 from .prune_unreachable import prune
 from .split import cut_sides
 
-__all__ = ["PlanRow", "CostModel", "parse_bandwidth", "plan_split", "min_cut_plan", "DEFAULT_FLOPS_PER_S"]
+__all__ = ["PlanRow", "CostModel", "Overhead", "parse_bandwidth", "plan_split", "min_cut_plan", "DEFAULT_FLOPS_PER_S"]
 
 DEFAULT_FLOPS_PER_S = 50e9
 """A nominal CPU throughput, used only when neither a profile nor a calibration is given."""
@@ -68,6 +76,21 @@ def parse_bandwidth(text: str | float) -> float:
 
 
 @dataclass(frozen=True)
+class Overhead:
+    """What one request costs beyond the link's rtt and bandwidth (see the module docstring)."""
+
+    request_s: float = 0.0  # fixed seconds per request: client, HTTP, server framework
+    per_byte_s: float = 0.0  # seconds per tensor byte sent or received: encoding, copies
+    request_bytes: int = 0  # protocol bytes on the wire per request, both directions together
+
+    def __post_init__(self):
+        for what in ("request_s", "per_byte_s", "request_bytes"):
+            value = getattr(self, what)
+            if not (value >= 0 and math.isfinite(value)):
+                raise KgraftError(f"plan: overhead {what} must be a finite number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
 class CostModel:
     """The devices and the link. Slowdowns are relative to this machine (8 = eight times slower)."""
 
@@ -77,9 +100,19 @@ class CostModel:
     rtt_s: float = 0.0
     flops_per_s: float = DEFAULT_FLOPS_PER_S
     compress: str | None = None  # "fp16" / "int8": float32 cut tensors cross in 2 / 1 bytes per value
+    overhead: Overhead = Overhead()
+    results_to_edge: bool = True  # the model outputs computed on the server are sent back
 
-    def transfer_s(self, nbytes: int) -> float:
-        return self.rtt_s + 8 * nbytes / self.bandwidth_bps if nbytes else 0.0
+    def byte_s(self) -> float:
+        """Seconds per tensor byte moved: the wire plus the stack's per-byte cost."""
+        return 8 / self.bandwidth_bps + self.overhead.per_byte_s
+
+    def transfer_s(self, nbytes: int, returned: int = 0) -> float:
+        """One request sending ``nbytes`` and receiving ``returned`` (0 s when nothing is sent)."""
+        if not nbytes:
+            return 0.0
+        fixed = self.rtt_s + self.overhead.request_s + 8 * self.overhead.request_bytes / self.bandwidth_bps
+        return fixed + (nbytes + returned) * self.byte_s()
 
 
 @dataclass(frozen=True)
@@ -94,6 +127,7 @@ class PlanRow:
     transfer_s: float
     server_s: float
     total_s: float
+    bytes_returned: int = 0  # model outputs computed on the server, sent back (per sample)
 
 
 def _node_seconds(graph: Graph, model: CostModel, profile: dict[str, float] | None) -> dict[str, float]:
@@ -122,11 +156,24 @@ def _value_bytes(graph: Graph, value: ValueRef, compress: str | None = None) -> 
 def _row(graph: Graph, model: CostModel, seconds: dict[str, float], label: str, method: str,
          upstream: set[str], crossing: list[ValueRef]) -> PlanRow:
     nbytes = sum(_value_bytes(graph, v, model.compress) for v in crossing)
+    returned = sum(_returned_bytes(graph, model, upstream).values())
     edge = sum(seconds[n] for n in upstream) * model.edge_slowdown
     server = sum(seconds[n] for n in graph.nx if n not in upstream) * model.server_slowdown
-    transfer = model.transfer_s(nbytes)
+    transfer = model.transfer_s(nbytes, returned)
     return PlanRow(label, method, tuple(graph.value_name(v) for v in crossing), nbytes,
-                   edge, transfer, server, edge + transfer + server)
+                   edge, transfer, server, edge + transfer + server, returned)
+
+
+def _returned_bytes(graph: Graph, model: CostModel, upstream: set[str] | None = None) -> dict[str, int]:
+    """Bytes per sample of the model outputs each server-side call site sends back to the edge
+    (every output producer when ``upstream`` is None); a model output computed on the edge stays."""
+    returned: dict[str, int] = {}
+    if not model.results_to_edge:
+        return returned
+    for value in dict.fromkeys(graph.outputs):
+        if value.node not in graph.inputs and (upstream is None or value.node not in upstream):
+            returned[value.node] = returned.get(value.node, 0) + _value_bytes(graph, value)
+    return returned
 
 
 def min_cut_plan(graph: Graph, model: CostModel, seconds: dict[str, float]) -> set[str]:
@@ -134,17 +181,18 @@ def min_cut_plan(graph: Graph, model: CostModel, seconds: dict[str, float]) -> s
     flow = nx.DiGraph()
     source, sink = ("^edge",), ("^server",)
     inputs = set(graph.inputs)
+    returned = _returned_bytes(graph, model)  # paid when the producer runs on the server
     for n in graph.nx:
         if n in inputs:
             flow.add_edge(source, n)  # no capacity: infinite (the data starts on the edge)
         else:
-            flow.add_edge(source, n, capacity=seconds[n] * model.server_slowdown)
+            flow.add_edge(source, n, capacity=seconds[n] * model.server_slowdown + returned.get(n, 0) * model.byte_s())
             flow.add_edge(n, sink, capacity=seconds[n] * model.edge_slowdown)
     for producer, consumer, out in graph.nx.edges(data="out"):
         value = ("^value", producer, out)
         if not flow.has_edge(producer, value):
-            flow.add_edge(producer, value, capacity=8 * _value_bytes(graph, ValueRef(producer, out), model.compress)
-                          / model.bandwidth_bps)
+            flow.add_edge(producer, value, capacity=_value_bytes(graph, ValueRef(producer, out), model.compress)
+                          * model.byte_s())
         flow.add_edge(value, consumer)
         flow.add_edge(consumer, producer)
     _, (edge_side, _) = nx.minimum_cut(flow, source, sink)
@@ -153,16 +201,22 @@ def min_cut_plan(graph: Graph, model: CostModel, seconds: dict[str, float]) -> s
 
 def plan_split(graph: Graph, bandwidth_bps: float, edge_slowdown: float = 1.0, server_slowdown: float = 1.0,
                rtt_s: float = 0.0, flops_per_s: float = DEFAULT_FLOPS_PER_S,
-               profile: dict[str, float] | None = None, compress: str | None = None) -> list[PlanRow]:
+               profile: dict[str, float] | None = None, compress: str | None = None,
+               overhead: Overhead | None = None, results_to_edge: bool = True) -> list[PlanRow]:
     """Every candidate (all on edge, all on server, each split point, the min-cut), best first.
 
     ``profile`` maps call-site ids of the flat graph to seconds on this machine (measured);
     without it, FLOPs / ``flops_per_s`` estimate them. ``compress`` ("fp16"/"int8") counts the
-    cut tensors as ``export_onnx(compress=...)`` sends them.
+    cut tensors as ``export_onnx(compress=...)`` sends them. ``overhead`` is the serving stack's
+    cost per request (:class:`Overhead`); ``results_to_edge=False`` when the server keeps them.
     """
     if compress not in (None, *_COMPRESSED_BYTES):
         raise KgraftError(f"plan: unknown compress={compress!r}; use 'fp16', 'int8' or None")
-    model = CostModel(parse_bandwidth(bandwidth_bps), edge_slowdown, server_slowdown, rtt_s, flops_per_s, compress)
+    if overhead is not None and not isinstance(overhead, Overhead):
+        raise KgraftError(f"plan: overhead must be a kgraft.passes.plan.Overhead (measure one with "
+                          f"kgraft.backends.serve.overhead.measure_overhead()), got {type(overhead).__name__}")
+    model = CostModel(parse_bandwidth(bandwidth_bps), edge_slowdown, server_slowdown, rtt_s, flops_per_s, compress,
+                      overhead or Overhead(), bool(results_to_edge))
     for what, value in (("edge_slowdown", edge_slowdown), ("server_slowdown", server_slowdown),
                         ("flops_per_s", flops_per_s)):
         if not value > 0:

@@ -162,3 +162,37 @@ def test_int8_on_a_cnn_trained_on_digits(tmp_path):
     int8_acc = float(np.mean(int8_pred == labels[test]))
     assert agreement >= 0.99, agreement
     assert abs(int8_acc - keras_acc) <= 0.01, (int8_acc, keras_acc)
+
+
+@pytest.mark.parametrize("compress", ["fp16", "int8"])
+def test_verify_understands_compressed_cut_tensors(model, exports, compress):
+    """verify() decodes each compressed tensor (within its rounding), checks every partition on
+    the decoded tensors it receives (1e-4), and shows the end-to-end outputs unjudged."""
+    from kgraft.backends.onnx.verify import verify
+
+    x = rand((4, 8, 8, 3), 2) * 0.5  # within the calibrated range
+    report = verify(model, exports[compress]["dir"], inputs=x)
+    kinds = {(o.name, o.kind) for o in report.outputs}
+    assert kinds == {("c2", "part0"), ("r1", "part0"), ("r2", "part1"), ("d", "part2"), ("d", "e2e")}
+    assert report.ok and "cut tensors: partitions checked on the decoded tensors" in str(report)
+    cut = {o.name: o for o in report.outputs if o.kind == "part0"}["c2"]
+    assert cut.tolerance is not None and 0 < cut.max_abs_diff <= cut.tolerance  # rounded, within its bound
+
+
+def test_verify_catches_a_wrong_int8_scale(model, exports, tmp_path):
+    """A manifest whose scale no longer matches the graph's QuantizeLinear: the decoded tensor is off."""
+    import json
+    import shutil
+
+    from kgraft.backends.onnx.verify import OnnxMismatchError, verify
+
+    broken = tmp_path / "broken"
+    shutil.copytree(exports["int8"]["dir"], broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    for part in manifest["partitions"]:
+        for io in part["inputs"] + part["outputs"]:
+            if io["name"] == "c2" and "compression" in io:
+                io["compression"]["scale"] *= 1.5
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(OnnxMismatchError, match=r"c2 +part0 .* FAIL"):
+        verify(model, broken, inputs=rand((4, 8, 8, 3), 2) * 0.5)

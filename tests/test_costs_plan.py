@@ -13,7 +13,7 @@ import pytest
 import kgraft
 from kgraft.ir import parse
 from kgraft.passes.costs import cut_costs, graph_costs
-from kgraft.passes.plan import min_cut_plan, parse_bandwidth, plan_split, CostModel
+from kgraft.passes.plan import CostModel, Overhead, min_cut_plan, parse_bandwidth, plan_split
 
 # a residual block: the only single-tensor split points are %stem and %add
 RESNET = """
@@ -108,6 +108,7 @@ kgraft.model @diamond(%x: f32[?,1000]) {
 }
 """
 PROFILE = {"x#0": 0.0, "p#0": 1.0, "q1#0": 1.0, "q2#0": 1.0, "add#0": 1.0}
+KEEP = {"results_to_edge": False}  # these cases count only what crosses the cut, as Neurosurgeon does
 
 
 def _by_label(rows):
@@ -118,11 +119,11 @@ def test_planner_finds_the_multi_tensor_cut_on_a_slow_link():
     # 8 bit/s: sending x (4000 B) takes 4000 s, p (400 B) 400 s, {q1, q2} (8 B) 8 s.
     # edge 2x slower than the server: all on edge = 4*2 = 8 s, the optimum; {q1,q2} = 3*2 + 8 + 1
     # = 15; p = 2 + 400 + 3 = 405; all on server = 4000 + 4.
-    rows = plan_split(parse(DIAMOND), 8, edge_slowdown=2, profile=PROFILE)
+    rows = plan_split(parse(DIAMOND), 8, edge_slowdown=2, profile=PROFILE, **KEEP)
     assert [(r.label, r.total_s) for r in rows] == [("all on edge", 8), ("p", 405), ("all on server", 4004)]
     assert rows[0].method == "all on edge, min-cut"
     # make the edge 10x slower: all on edge = 40, {q1,q2} = 30 + 8 + 1 = 39 wins
-    rows = plan_split(parse(DIAMOND), 8, edge_slowdown=10, profile=PROFILE)
+    rows = plan_split(parse(DIAMOND), 8, edge_slowdown=10, profile=PROFILE, **KEEP)
     assert rows[0].label == "q1, q2" and rows[0].method == "min-cut"
     assert rows[0].total_s == pytest.approx(39)
     assert rows[0].cut == ("q1", "q2") and rows[0].bytes_per_sample == 8
@@ -131,7 +132,7 @@ def test_planner_finds_the_multi_tensor_cut_on_a_slow_link():
 
 def test_planner_prefers_the_server_on_a_fast_link():
     # 1 Gbit/s and an edge 100x slower: all on server = 32 us + 4 s beats everything else
-    rows = plan_split(parse(DIAMOND), 1e9, edge_slowdown=100, profile=PROFILE)
+    rows = plan_split(parse(DIAMOND), 1e9, edge_slowdown=100, profile=PROFILE, **KEEP)
     assert rows[0].label == "all on server" and rows[0].method == "all on server, min-cut"
     assert rows[0].total_s == pytest.approx(4 + 4000 * 8 / 1e9)
     assert rows[0].transfer_s == pytest.approx(4000 * 8 / 1e9)
@@ -140,16 +141,46 @@ def test_planner_prefers_the_server_on_a_fast_link():
 def test_planner_picks_the_split_point_in_between():
     # 4000 bit/s: p = 3*1 (edge 3x slower) + 0.8 + 3 = 6.8, the optimum ({q1,q2} = 9 + 0.016 + 1
     # = 10.016 is beaten, so not listed); all on edge = 12; all on server = 8 + 4 = 12
-    rows = plan_split(parse(DIAMOND), 4000, edge_slowdown=3, profile=PROFILE)
+    rows = plan_split(parse(DIAMOND), 4000, edge_slowdown=3, profile=PROFILE, **KEEP)
     assert [(r.label, r.total_s) for r in rows] == [("p", pytest.approx(6.8)), ("all on edge", 12),
                                                       ("all on server", 12)]
     assert rows[0].method == "split point, min-cut"
 
 
 def test_rtt_is_paid_once_by_every_plan_that_sends_something():
-    rows = _by_label(plan_split(parse(DIAMOND), 4000, edge_slowdown=3, rtt_s=0.5, profile=PROFILE))
+    rows = _by_label(plan_split(parse(DIAMOND), 4000, edge_slowdown=3, rtt_s=0.5, profile=PROFILE, **KEEP))
     assert rows["p"].transfer_s == pytest.approx(0.8 + 0.5)
     assert rows["all on edge"].transfer_s == 0
+
+
+def test_results_coming_back_can_keep_everything_on_the_edge():
+    # as the slow-link case above (8 bit/s, edge 10x), but add's 4 B result returns to the edge
+    # (4 s): {q1,q2} = 30 + 8 + 1 + 4 = 43 now loses to all on edge (40); p = 10 + 400 + 3 + 4 = 417;
+    # all on server = 4000 + 4 + 4 = 4008
+    rows = plan_split(parse(DIAMOND), 8, edge_slowdown=10, profile=PROFILE)
+    assert [(r.label, r.total_s) for r in rows] == [("all on edge", 40), ("p", 417), ("all on server", 4008)]
+    assert rows[0].method == "all on edge, min-cut"
+    assert [r.bytes_returned for r in rows] == [0, 4, 4]
+
+
+def test_serving_overhead_is_paid_per_request_and_per_byte():
+    # 4000 bit/s (2 ms/B) + 1 ms/B of serialisation = 3 ms per byte either way; per request
+    # 0.25 s + 100 protocol bytes on the wire (0.2 s) = 0.45 s.
+    # p: 3 + (400 + 4) * 0.003 + 0.45 + 3 = 7.662; all on server: (4000 + 4) * 0.003 + 0.45 + 4 =
+    # 16.462; all on edge 12; {q1,q2} = 9 + 12 * 0.003 + 0.45 + 1 = 10.486, beaten by p in the min-cut
+    overhead = Overhead(request_s=0.25, per_byte_s=1e-3, request_bytes=100)
+    rows = plan_split(parse(DIAMOND), 4000, edge_slowdown=3, profile=PROFILE, overhead=overhead)
+    assert [(r.label, r.total_s) for r in rows] == [("p", pytest.approx(7.662)), ("all on edge", 12),
+                                                      ("all on server", pytest.approx(16.462))]
+    assert rows[0].transfer_s == pytest.approx(1.662) and rows[1].transfer_s == 0
+
+
+@pytest.mark.parametrize("field", ["request_s", "per_byte_s", "request_bytes"])
+def test_bad_overhead_is_refused(field):
+    with pytest.raises(kgraft.KgraftError, match=f"overhead {field} must be a finite number >= 0"):
+        Overhead(**{field: -1})
+    with pytest.raises(kgraft.KgraftError, match="overhead must be a kgraft.passes.plan.Overhead"):
+        plan_split(parse(DIAMOND), 8, profile=PROFILE, overhead=0.1)
 
 
 def test_min_cut_is_the_optimum_over_all_closed_cuts():
@@ -157,14 +188,16 @@ def test_min_cut_is_the_optimum_over_all_closed_cuts():
     import itertools
 
     graph = parse(RESNET)
-    model = CostModel(bandwidth_bps=2e5, edge_slowdown=4)
+    # the logits (40 B) come back when the server computes them; every byte costs 10 us more
+    model = CostModel(bandwidth_bps=2e5, edge_slowdown=4, overhead=Overhead(per_byte_s=1e-5))
     seconds = {n: 1e-3 * (i % 3 + 1) for i, n in enumerate(graph.topological_ids())}
     seconds["image#0"] = 0.0
 
     def latency(edge):
         sent = {(p, o) for p, c, o in graph.nx.edges(data="out") if p in edge and c not in edge}
         nbytes = sum(graph.value_type(kgraft.ir.ValueRef(p, o)).bytes_per_sample for p, o in sent)
-        return (sum(seconds[n] for n in edge) * 4 + model.transfer_s(nbytes)
+        returned = 0 if "logits#0" in edge else 40
+        return (sum(seconds[n] for n in edge) * 4 + model.transfer_s(nbytes, returned)
                 + sum(seconds[n] for n in graph.nx if n not in edge))
 
     nodes = [n for n in graph.topological_ids() if n != "image#0"]
@@ -192,7 +225,8 @@ def test_keras_level_plan_measures_layers_with_onnx_runtime():
     assert [r.total_s for r in rows] == sorted(r.total_s for r in rows)
     server = _by_label(rows)["all on server"]
     assert server.bytes_per_sample == 32 * 32 * 3 * 4
-    assert server.transfer_s == pytest.approx(32 * 32 * 3 * 4 * 8 / 10e6)
+    assert server.bytes_returned == 1000 * 4  # the class probabilities come back
+    assert server.transfer_s == pytest.approx((32 * 32 * 3 * 4 + 1000 * 4) * 8 / 10e6)
     edge = _by_label(rows)["all on edge"]
     assert edge.edge_s == pytest.approx(8 * server.server_s)
 

@@ -38,17 +38,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def kgraft_serve(directory, from_partition: int = 0, stop=signal.SIGTERM, log=None):
+def kgraft_serve(directory, from_partition: int = 0, stop=signal.SIGTERM, log=None, grpc_port=None):
     """``kgraft serve DIR`` on a free port; yields ``(url, process)``; always stopped."""
     port = free_port()
     stderr = open(log, "w+") if log else subprocess.DEVNULL
+    grpc = ["--grpc-port", str(grpc_port)] if grpc_port else []
     process = subprocess.Popen(
         [sys.executable, "-c", "from kgraft.cli import main; main()", "serve", os.fspath(directory),
-         "--port", str(port), "--from-partition", str(from_partition)],
+         "--port", str(port), "--from-partition", str(from_partition), *grpc],
         stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
         line = _read_line(process, START_TIMEOUT)
-        assert line.startswith("serving ") and line.rstrip().endswith(f"at http://127.0.0.1:{port}"), line
+        also = f" and grpc://127.0.0.1:{grpc_port}" if grpc_port else ""
+        assert line.startswith("serving ") and line.rstrip().endswith(f"at http://127.0.0.1:{port}{also}"), line
         yield f"127.0.0.1:{port}", process
     finally:
         if process.poll() is None:
@@ -113,10 +115,13 @@ def skipnet(tmp_path_factory):
     return model, directory
 
 
+GRPC_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def tail_server(skipnet):
-    """Partitions 1 and 2 of skipnet (and their chain skipnet_from1)."""
-    with kgraft_serve(skipnet[1], from_partition=1) as (url, _):
+    """Partitions 1 and 2 of skipnet (and their chain skipnet_from1), over HTTP and gRPC (GRPC_PORT)."""
+    with kgraft_serve(skipnet[1], from_partition=1, grpc_port=GRPC_PORT) as (url, _):
         yield url
 
 
@@ -135,6 +140,54 @@ def test_multi_tensor_cut_three_way_split(skipnet, tail_server, batch):
         assert timing.server_s is not None and 0 < timing.server_s < timing.transfer_s + timing.server_s
         (again,) = runner(x)  # sessions and the connection are reused
         np.testing.assert_array_equal(again, got)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_grpc_runner_equals_the_model(skipnet, tail_server, batch):
+    """The same server over the v2 gRPC protocol (KServe's servicer, raw tensor contents)."""
+    model, directory = skipnet
+    x = rand((batch, 8, 8, 3), batch + 10)
+    with kgraft.SplitRunner(directory, f"grpc://127.0.0.1:{GRPC_PORT}", edge=1, protocol="grpc") as runner:
+        (got,) = runner(x)
+        close(got, model, x)
+        timing = runner.last_timing
+        assert timing.requests == 1 and timing.bytes_sent == batch * 8 * 8 * 4 * 4 * 2
+        assert timing.server_s is not None and timing.server_s > 0  # kgraft_server_ns, an int64 parameter
+    with kgraft.SplitRunner(directory, f"127.0.0.1:{GRPC_PORT}", edge=1, protocol="grpc") as http_runner:
+        np.testing.assert_array_equal(http_runner(x)[0], got)
+
+
+def test_grpc_names_a_missing_model(tmp_path, tail_server):
+    other = tmp_path / "nested"
+    kgraft.export_onnx(nested_model(), other, at="inner")
+    runner = kgraft.SplitRunner(other, f"127.0.0.1:{GRPC_PORT}", edge=1, protocol="grpc")
+    # KServe's gRPC servicer has no RepositoryIndex, so the runner cannot list what it has
+    with pytest.raises(kgraft.KgraftError, match=r"has no model 'nested_part1' \(partitions 1\.\.1 .*it does not "
+                                                 r"list its models.*'kgraft serve .* --from-partition 1'"):
+        runner(rand((1, 6)))
+
+
+def test_json_and_binary_requests_give_the_same_answer(skipnet, tail_server):
+    """kgraft serve keeps binary tensors as bytes (KServe would make lists of them); a request
+    with JSON data in it (here r1) still takes KServe's own decoder, and both answer the same."""
+    import tritonclient.http as http
+
+    model, _ = skipnet
+    x = rand((2, 8, 8, 3), 5)
+    head = kgraft.split(model, CUTS)[0]
+    c2, r1 = (np.transpose(np.asarray(t), (0, 3, 1, 2)) for t in head(x))  # held channels-first
+    client = http.InferenceServerClient(tail_server)
+    answers = []
+    for r1_binary in (True, False):
+        tensors = []
+        for name, array, binary in (("c2", c2, True), ("r1", r1, r1_binary)):
+            tensor = http.InferInput(name, list(array.shape), "FP32")
+            tensor.set_data_from_numpy(np.ascontiguousarray(array), binary_data=binary)
+            tensors.append(tensor)
+        answers.append(client.infer("skipnet_from1", tensors).as_numpy("d"))
+    client.close()
+    np.testing.assert_array_equal(answers[0], answers[1])
+    close(answers[0], model, x)
 
 
 def test_edge_runs_two_partitions(skipnet, tail_server):
@@ -157,7 +210,7 @@ def test_health_ready_and_metadata_endpoints(tail_server):
     assert not client.is_model_ready("skipnet_part0")  # the edge's partition is not served
     meta = client.get_model_metadata("skipnet_from1")
     assert {(t["name"], t["datatype"], tuple(t["shape"])) for t in meta["inputs"]} == {
-        ("c2", "FP32", (-1, 8, 8, 4)), ("r1", "FP32", (-1, 8, 8, 4))}
+        ("c2", "FP32", (-1, 4, 8, 8)), ("r1", "FP32", (-1, 4, 8, 8))}  # cut tensors held channels-first
     assert [(t["name"], t["shape"]) for t in meta["outputs"]] == [("d", [-1, 3])]
     client.close()
 
@@ -167,11 +220,11 @@ def test_server_refuses_a_wrong_shape_naming_what_it_expects(tail_server):
     from tritonclient.utils import InferenceServerException
 
     client = http.InferenceServerClient(tail_server)
-    tensor = http.InferInput("r2", [1, 8, 8, 5], "FP32")
-    tensor.set_data_from_numpy(rand((1, 8, 8, 5)))
-    r1 = http.InferInput("r1", [1, 8, 8, 4], "FP32")
-    r1.set_data_from_numpy(rand((1, 8, 8, 4)))
-    with pytest.raises(InferenceServerException, match=r"input 'r2' of model 'skipnet_part2' must be FP32\[-1, 8, 8, 4\]"):
+    tensor = http.InferInput("r2", [1, 5, 8, 8], "FP32")
+    tensor.set_data_from_numpy(rand((1, 5, 8, 8)))
+    r1 = http.InferInput("r1", [1, 4, 8, 8], "FP32")
+    r1.set_data_from_numpy(rand((1, 4, 8, 8)))
+    with pytest.raises(InferenceServerException, match=r"input 'r2' of model 'skipnet_part2' must be FP32\[-1, 4, 8, 8\]"):
         client.infer("skipnet_part2", [tensor, r1])
     client.close()
 
@@ -186,8 +239,8 @@ def test_another_export_with_the_same_model_name_is_caught(tmp_path, tail_server
     other = tmp_path / "other"
     kgraft.export_onnx(skip_model(width=5), other, at=CUTS, cut_layout="keras")  # also "skipnet", but 5 channels cross
     runner = kgraft.SplitRunner(other, tail_server, edge=1)
-    with pytest.raises(kgraft.KgraftError, match=r"'c2' of model 'skipnet_from1' on .* is FP32\[-1, 8, 8, 4\]; "
-                                                 r"this export has FP32\[-1, 8, 8, 5\]"):
+    with pytest.raises(kgraft.KgraftError, match=r"'c2' of model 'skipnet_from1' on .* is FP32\[-1, 4, 8, 8\]; "
+                                                 r"this export has FP32\[-1, 5, 8, 8\]"):
         runner(rand((1, 8, 8, 3)))
 
 
@@ -267,3 +320,39 @@ def test_cli_refuses_a_taken_port(skipnet, tmp_path):
              "--port", str(port)], capture_output=True, text=True, timeout=START_TIMEOUT)
     assert result.returncode == 1 and time.monotonic() - started < START_TIMEOUT
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+
+
+# ---------------------------------------------------------------------------- link emulation, overhead
+def test_emulated_link_carries_at_its_bandwidth_and_delay(skipnet, tail_server):
+    """A request through EmulatedLink takes rtt + its wire bytes / bandwidth longer than direct."""
+    from kgraft.backends.serve.link import EmulatedLink
+
+    model, directory = skipnet
+    x = rand((64, 8, 8, 3), 4)  # 64 samples: 64 KiB of cut tensors up
+    port = int(tail_server.rsplit(":", 1)[1])
+    with kgraft.SplitRunner(directory, tail_server, edge=1) as direct:
+        direct(x)
+        base = min(_timed(direct, x) for _ in range(3))
+    with EmulatedLink(port, bandwidth_bps=8e6, rtt_s=0.05) as link, \
+            kgraft.SplitRunner(directory, link.url, edge=1) as slow:
+        close(slow(x)[0], model, x)
+        before = link.bytes_up + link.bytes_down
+        took = min(_timed(slow, x) for _ in range(3))
+        wire = (link.bytes_up + link.bytes_down - before) / 3
+    assert wire > slow.last_timing.bytes_sent + slow.last_timing.bytes_received  # headers counted too
+    expected = 0.05 + wire * 8 / 8e6  # ~0.12 s
+    assert expected * 0.9 < took - base < expected * 1.3, (took, base, expected)
+
+
+def _timed(runner, x) -> float:
+    started = time.perf_counter()
+    runner(x)
+    return time.perf_counter() - started
+
+
+def test_measure_overhead_against_kgraft_serve():
+    from kgraft.backends.serve.overhead import measure_overhead
+
+    overhead = measure_overhead(runs=3, sizes=(1, 1 << 16, 1 << 18))
+    assert 0 <= overhead.request_s < 0.1 and 0 <= overhead.per_byte_s < 1e-6
+    assert 300 < overhead.request_bytes < 2000  # HTTP + v2 JSON headers, both ways

@@ -9,7 +9,14 @@ Per call site times come from ONNX Runtime's own profiler on the whole model: tf
 every ONNX node after the Keras layer it came from (``model_1/block_1_expand_relu_1/Relu6``),
 and ORT names a fused node (Conv + BatchNorm + ReLU) after one of its parts, so the time of a
 fused group lands on one of its layers. Nodes that name no layer (layout transposes) are spread
-over the layers in proportion, so the profile adds up to the measured latency.
+over the layers in proportion, and the profile is scaled to add up to the median time of whole
+runs in a session *without* the profiler (its per-node recording is not the model's cost).
+
+By default (``threads=1``) every session has one intra-op thread and times are that thread's
+CPU time (:func:`~.runtime.compute_clock`): what the work costs on one core of this machine,
+whatever else runs on it. Wall times of a shared host moved 2-8x between runs (the planner's
+profile and the runs it predicted disagreed by that much); one core's CPU time moves about 10%.
+``threads=None`` uses ONNX Runtime's default thread pool and wall time.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import tempfile
 import time
 from collections import defaultdict
 
-from .runtime import load
+from .runtime import compute_clock, load, session_options
 from .verify import random_inputs
 
 __all__ = ["partition_latency", "throughput", "layer_profile"]
@@ -59,8 +66,15 @@ def throughput(model, custom_objects: dict | None = None, runs: int = 20) -> flo
     return flops / seconds
 
 
-def layer_profile(model, custom_objects: dict | None = None, runs: int = 10, warmup: int = 3) -> dict[str, float]:
-    """Seconds per call site of ``kgraft.lower(model)`` inlined (ids like ``conv1#0``), batch 1."""
+def layer_profile(model, custom_objects: dict | None = None, runs: int = 10, warmup: int = 3,
+                  threads: int | None = 1, gap_s: float = 0.02) -> dict[str, float]:
+    """Seconds per call site of ``kgraft.lower(model)`` inlined (ids like ``conv1#0``), batch 1,
+    adding up to the model's whole time on ``threads`` ONNX Runtime threads (see the module doc).
+
+    The whole-model runs the profile is scaled to are ``gap_s`` apart, as requests one at a time
+    are: on a busy host other work evicts the caches in between, and a run then costs up to 20%
+    more than back to back (which is what a served or paced partition costs).
+    """
     import onnxruntime as ort
 
     from ...passes import run
@@ -68,26 +82,42 @@ def layer_profile(model, custom_objects: dict | None = None, runs: int = 10, war
     from .export import export
 
     graph = run(lower(model, custom_objects), "inline-nested")
+    clock = compute_clock(threads)
     with tempfile.TemporaryDirectory(prefix="kgraft-profile-") as tmp:
         manifest = export(model, os.path.join(tmp, "model"), custom_objects=custom_objects)
-        options = ort.SessionOptions()
+        path = os.path.join(tmp, "model", "part0.onnx")
+        plain = ort.InferenceSession(path, session_options(threads), providers=["CPUExecutionProvider"])
+        options = session_options(threads)
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(tmp, "ort")
-        session = ort.InferenceSession(os.path.join(tmp, "model", "part0.onnx"), options,
-                                       providers=["CPUExecutionProvider"])
-        feeds = dict(zip([i.name for i in session.get_inputs()], random_inputs(manifest["inputs"], batch=1)))
+        profiled = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        feeds = _probe_feeds(graph, manifest, plain)
         for _ in range(warmup):
-            session.run(None, feeds)
+            plain.run(None, feeds)
+            profiled.run(None, feeds)
         latencies = []
         for _ in range(runs):
-            start = time.perf_counter()
-            session.run(None, feeds)
-            latencies.append(time.perf_counter() - start)
-        with open(session.end_profiling()) as f:
+            profiled.run(None, feeds)
+            time.sleep(gap_s)
+            start = clock()
+            plain.run(None, feeds)
+            latencies.append(clock() - start)
+        with open(profiled.end_profiling()) as f:
             events = json.load(f)
     kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
     kernels = kernels[-len(kernels) * runs // (runs + warmup):]  # the timed runs only
     return _attribute(graph, kernels, statistics.median(latencies))
+
+
+def _probe_feeds(graph, manifest: dict, session) -> dict:
+    """One sample per model input, valid for the layers it reaches (token ids within each
+    embedding's range: random ids 0..4 index past a 2-row segment embedding), by input name."""
+    from ...ir import ValueRef
+    from ...numerics import probe_inputs
+
+    by_name = {graph.value_name(ValueRef(i)): a for i, a in zip(graph.inputs, probe_inputs(graph, batch=1))}
+    fallback = dict(zip([io["name"] for io in manifest["inputs"]], random_inputs(manifest["inputs"], batch=1)))
+    return {i.name: by_name.get(i.name, fallback.get(i.name)) for i in session.get_inputs()}
 
 
 _CALL_SUFFIX = re.compile(r"_\d+$")

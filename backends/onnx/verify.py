@@ -3,11 +3,22 @@
 ``verify(model, export_dir)`` runs the Keras model and the chained ONNX partitions on the same
 inputs (random ones when none are given) and returns a :class:`VerifyReport`; with
 ``strict=True`` (the default) a difference above ``atol`` raises :class:`OnnxMismatchError`.
+
+An export with compressed cut tensors (``compress="fp16"|"int8"``) cannot equal the model
+within ``atol``: its outputs carry the rounding of every cut. It is checked where it can be:
+
+* each compressed tensor, decoded as its consumer decodes it, lies within its encoding's
+  rounding of the Keras tensor (fp16: half a unit in the last place, ``|x| * 2**-11``; int8:
+  half a step, ``scale / 2``; values outside the int8 range calibrated are saturated, counted
+  in the notes, not judged);
+* each partition, fed the decoded tensors the chain gave it, equals the Keras partition fed the
+  same (``atol``), so every partition computes what the model computes from what it receives;
+* the model's outputs against Keras are reported (kind ``e2e``), not judged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -31,8 +42,10 @@ class OutputDiff:
     shape: tuple
     max_abs_diff: float
     ok: bool
-    kind: str = "output"  # "output" (of the model) or "cut" (a tensor crossing a cut)
+    kind: str = "output"  # "output" (of the model), "cut" (a tensor crossing a cut), "part<i>"
+    #                       (partition i's output on the chain's inputs), "e2e" (not judged)
     scale: float = 0.0  # max abs value of the Keras tensor, to judge the difference against
+    tolerance: float | None = None  # the bound it was judged by, when not atol (None: atol, or not judged)
 
 
 @dataclass(frozen=True)
@@ -59,8 +72,10 @@ class VerifyReport:
         width = max([len(o.name) for o in self.outputs] + [6])
         lines = [f"Keras vs ONNX chain ({self.partitions} partition(s), batch {self.batch}, atol {self.atol:g}):"]
         for o in self.outputs:
+            verdict = "shown" if o.kind == "e2e" else "ok" if o.ok else "FAIL"
+            bound = f", bound {o.tolerance:.3g}" if o.tolerance is not None else ""
             lines.append(f"  {o.name:<{width}}  {o.kind:<6}  {str(list(o.shape)):<20} "
-                         f"max|diff| = {o.max_abs_diff:.3e}  (max|x| {o.scale:.3g})  {'ok' if o.ok else 'FAIL'}")
+                         f"max|diff| = {o.max_abs_diff:.3e}  (max|x| {o.scale:.3g}{bound})  {verdict}")
         lines.append(f"  {'result':<{width}}  {'OK' if self.ok else 'MISMATCH'} (max {self.max_abs_diff:.3e}"
                      + (f"; {', '.join(self.notes)})" if self.notes else ")"))
         return "\n".join(lines)
@@ -125,6 +140,8 @@ def verify(model, manifest_or_dir, inputs=None, atol: float = 1e-4, *, batch: in
 
     source = load_model(model, custom_objects)
     pipeline = load(manifest_or_dir)
+    if pipeline.manifest.get("compress"):
+        return _verify_compressed(source, pipeline, inputs, atol, batch, seed, custom_objects, strict)
     notes = []
     if inputs is None:
         arrays = random_inputs(pipeline.inputs, batch=batch, seed=seed)
@@ -157,6 +174,86 @@ def verify(model, manifest_or_dir, inputs=None, atol: float = 1e-4, *, batch: in
         d = _diff(k, o)
         scale = float(np.nanmax(np.abs(k.astype(np.float64)))) if k.size else 0.0
         diffs.append(OutputDiff(name, tuple(o.shape), d, d <= atol, kind, scale))
+    report = VerifyReport(diffs, atol, int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 0,
+                          len(pipeline), pipeline.dir, notes)
+    if strict and not report.ok:
+        raise OnnxMismatchError(report)
+    return report
+
+
+# ------------------------------------------------------------------------------ compressed exports
+def _decode(io: dict, array: np.ndarray) -> np.ndarray:
+    """A tensor as its consumer computes with it: float32, decoded as the graph's Cast or
+    DequantizeLinear decodes it, and in the Keras layout."""
+    method = (io.get("compression") or {}).get("method")
+    if method == "fp16":
+        array = array.astype(np.float32)
+    elif method == "int8":
+        c = io["compression"]
+        array = (array.astype(np.float32) - np.float32(c["zero_point"])) * np.float32(c["scale"])
+    return _to_keras(io, array)
+
+
+def _to_keras(io: dict, array: np.ndarray) -> np.ndarray:
+    return np.transpose(array, np.argsort(io["perm"])) if io.get("layout") == "nchw" else array
+
+
+def _compared(name: str, kind: str, io: dict, k: np.ndarray, o: np.ndarray, atol: float, notes: list) -> OutputDiff:
+    """``o`` (decoded) against Keras's ``k``, within ``atol`` plus the rounding of ``io``'s encoding."""
+    if k.shape != o.shape:
+        raise KgraftError(f"verify: {name!r} has shape {o.shape} in ONNX but {k.shape} in Keras")
+    k64, d = k.astype(np.float64), np.abs(o.astype(np.float64) - k.astype(np.float64))
+    scale = float(np.nanmax(np.abs(k64))) if k.size else 0.0
+    compression = io.get("compression") or {}
+    tolerance = None
+    if compression.get("method") == "fp16":
+        allowed = atol + np.abs(k64) * 2.0 ** -11
+        tolerance = atol + scale * 2.0 ** -11
+    elif compression.get("method") == "int8":
+        step = compression["scale"]
+        lo, hi = (-128 - compression["zero_point"]) * step, (127 - compression["zero_point"]) * step
+        saturated = (k64 < lo - step / 2) | (k64 > hi + step / 2)
+        if saturated.any():
+            notes.append(f"{int(saturated.sum())} value(s) of {name!r} outside the calibrated int8 range "
+                         f"[{lo:.3g}, {hi:.3g}] (saturated, not judged)")
+        tolerance = atol + step / 2 * (1 + 1e-5)
+        allowed = np.where(saturated, np.inf, tolerance)
+    else:
+        allowed = atol
+    ok = bool(np.all((d <= allowed) | (np.isnan(k64) & np.isnan(o))))
+    return OutputDiff(name, tuple(o.shape), _diff(k, o), ok, kind, scale, tolerance)
+
+
+def _verify_compressed(source, pipeline, inputs, atol, batch, seed, custom_objects, strict) -> VerifyReport:
+    """Each compressed tensor within its rounding, each partition on the chain's own inputs (see the module doc)."""
+    from ...api import split
+
+    manifest = pipeline.manifest
+    notes = [f"{manifest['compress']} cut tensors: partitions checked on the decoded tensors they receive, "
+             "end-to-end outputs shown, not judged"]
+    if inputs is None:
+        arrays = random_inputs(pipeline.inputs, batch=batch, seed=seed)
+        notes.append(f"random inputs (seed {seed})")
+    else:
+        arrays = list(pipeline.normalize(inputs).values())
+    env = pipeline.run_all(arrays)
+    parts = split(source, manifest["cuts"], custom_objects=custom_objects)
+    diffs, seen = [], set()
+    for index, (part, keras_part) in enumerate(zip(manifest["partitions"], parts)):
+        feed = [_decode(io, env[io["name"]]) for io in part["inputs"]]
+        keras_feed = _keras_feed(keras_part, [io["name"] for io in part["inputs"]], feed)
+        produced = _numpy(keras_part(keras_feed, training=False))
+        if len(produced) != len(part["outputs"]):
+            raise KgraftError(f"verify: partition {index} has {len(part['outputs'])} outputs in the export but "
+                              f"{len(produced)} in kgraft.split(model, {manifest['cuts']}): is this export of this model?")
+        for io, k in zip(part["outputs"], produced):
+            if io["produced_by"] == index and io["name"] not in seen:  # computed here (not passed through)
+                seen.add(io["name"])
+                diffs.append(_compared(io["name"], f"part{index}", io, k, _decode(io, env[io["name"]]), atol, notes))
+    feed = _keras_feed(source, pipeline.input_names, arrays)
+    for io, k in zip(pipeline.outputs, _numpy(source(feed, training=False))):
+        o = _to_keras(io, env[io["name"]])
+        diffs.append(replace(_compared(io["name"], "e2e", io, k, o, atol, []), ok=True))
     report = VerifyReport(diffs, atol, int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 0,
                           len(pipeline), pipeline.dir, notes)
     if strict and not report.ok:

@@ -20,14 +20,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...ir import KgraftError
-from ..onnx.runtime import OnnxPipeline, read_manifest
+from ..onnx.runtime import OnnxPipeline, compute_clock, read_manifest, session_options
 from .chain import chain_io, chain_name, part_name
 
-__all__ = ["SplitRunner", "Timing", "SERVER_SECONDS"]
+__all__ = ["SplitRunner", "Timing", "SERVER_NS"]
 
 PROTOCOLS = ("http", "grpc")
-SERVER_SECONDS = "kgraft_server_s"
-"""Response parameter in which ``kgraft serve`` reports its compute time (Triton does not)."""
+SERVER_NS = "kgraft_server_ns"
+"""Response parameter in which ``kgraft serve`` reports its compute time, in integer nanoseconds
+(the v2 gRPC protocol's parameters have no floats; Triton reports nothing)."""
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,16 @@ class SplitRunner:
     """Run the first ``edge`` partitions here and the rest on a KServe v2 server at ``url``.
 
     ``url`` is ``host:port`` (``http://`` allowed) of the server's HTTP or gRPC endpoint, as
-    ``protocol`` says; ``url=None`` runs every partition here. ``edge_slowdown`` emulates a
-    slower edge device: after the edge partitions ran in ``t`` seconds, the runner waits
-    ``(edge_slowdown - 1) * t`` more (benchmarks use it; 1 = this machine).
+    ``protocol`` says; ``url=None`` runs every partition here. ``threads``: ONNX Runtime intra-op
+    threads of the edge partitions (None: its default). ``edge_slowdown`` emulates a slower edge
+    device (benchmarks use it; 1 = this machine): the edge partitions take ``edge_slowdown * t``
+    seconds, the runner waiting out the rest, where ``t`` is their time on this machine, in CPU
+    time with ``threads=1`` (then the host's other load does not slow the emulated device), else
+    in wall time.
     """
 
     def __init__(self, manifest_or_dir, url: str | None = None, edge: int = 1, protocol: str = "http", *,
-                 timeout: float = 60.0, providers=None, edge_slowdown: float = 1.0):
+                 timeout: float = 60.0, providers=None, edge_slowdown: float = 1.0, threads: int | None = None):
         self.dir, self.manifest = read_manifest(manifest_or_dir)
         n = len(self.manifest["partitions"])
         if isinstance(edge, bool) or not isinstance(edge, int) or not 0 <= edge <= n:
@@ -70,7 +74,9 @@ class SplitRunner:
         self.url = None if url is None else _host_port(url)
         self.edge = n if url is None else edge
         self.protocol, self.timeout, self.edge_slowdown = protocol, float(timeout), float(edge_slowdown)
-        self.local = OnnxPipeline(self.dir, providers=providers, upto=self.edge)
+        self.local = OnnxPipeline(self.dir, providers=providers, session_options=session_options(threads),
+                                  upto=self.edge)
+        self._clock = compute_clock(threads)
         self.output_names = [io["name"] for io in self.manifest["outputs"]]
         self.last_timing: Timing | None = None
         self._client = None
@@ -97,12 +103,12 @@ class SplitRunner:
 
     def run(self, inputs) -> list[np.ndarray]:
         """The model's outputs (in order) for ``inputs`` (an array, a list, or a dict by name)."""
-        started = time.perf_counter()
+        started, compute = time.perf_counter(), self._clock()
         env = self.local.run_all(inputs)
         edge_s = time.perf_counter() - started
         if self.edge_slowdown > 1:
-            time.sleep((self.edge_slowdown - 1) * edge_s)
-            edge_s *= self.edge_slowdown
+            _wait_until(started + (self._clock() - compute) * self.edge_slowdown)
+            edge_s = time.perf_counter() - started
         request_s, server_s, sent, received = 0.0, 0.0, 0, 0
         steps = self._connect() if self.edge < len(self.manifest["partitions"]) else []
         for model, ins, outs in steps:
@@ -197,6 +203,19 @@ class SplitRunner:
         return results, _server_seconds(result, http)
 
 
+SPIN_S = 0.005
+"""The last seconds of an emulated wait are spun, not slept: on a busy host a sleeping thread
+wakes up to a scheduler tick late (3.5 ms measured on a shared 2-core machine)."""
+
+
+def _wait_until(deadline: float) -> None:
+    remaining = deadline - time.perf_counter()
+    if remaining > SPIN_S:
+        time.sleep(remaining - SPIN_S)
+    while time.perf_counter() < deadline:
+        pass
+
+
 def _step_io(manifest: dict, index: int) -> tuple[list[dict], list[dict]]:
     part = manifest["partitions"][index]
     have = {io["name"] for io in part["inputs"]}
@@ -270,7 +289,7 @@ def _describe(ins: list[dict], arrays: list[np.ndarray]) -> str:
 
 def _server_seconds(result, http: bool) -> float | None:
     if http:
-        value = (result.get_response().get("parameters") or {}).get(SERVER_SECONDS)
-        return None if value is None else float(value)
+        value = (result.get_response().get("parameters") or {}).get(SERVER_NS)
+        return None if value is None else int(value) * 1e-9
     params = result.get_response().parameters
-    return float(params[SERVER_SECONDS].double_param) if SERVER_SECONDS in params else None
+    return params[SERVER_NS].int64_param * 1e-9 if SERVER_NS in params else None
