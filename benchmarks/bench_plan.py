@@ -53,7 +53,7 @@ def main(argv=None) -> int:
 
     import kgraft
     from kgraft.backends.onnx.profile import layer_profile, partition_latency, throughput
-    from kgraft.passes.plan import plan_split
+    from kgraft.passes.plan import rank_placements
 
     model = getattr(keras.applications, args.model)(
         weights=None, input_shape=(args.input_shape, args.input_shape, 3))
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     exports: dict[tuple, list[float]] = {}
     for bandwidth in args.bandwidth:
         for source, options in sources.items():
-            best = plan_split(graph, bandwidth, args.edge_slowdown, args.server_slowdown, **options)[0]
+            best = rank_placements(graph, bandwidth, args.edge_slowdown, args.server_slowdown, **options)[0]
             times: list[float] = []
             if best.label not in ("all on edge", "all on server"):
                 if best.cut not in exports:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Split inference, served and measured: a Neurosurgeon-style table over an emulated link.
 
-For each model and bandwidth, ``plan_split`` (``kgraft.plan``'s planner, given one ONNX Runtime
+For each model and bandwidth, ``rank_placements`` (``kgraft.plan``'s planner, given one ONNX Runtime
 layer profile per model and the serving overhead measured once) picks a placement; this
 benchmark then *runs* it end to end and times ``kgraft.SplitRunner`` calls (batch 1), next to
 all-on-edge, all-on-server and the planner's choice when it counts int8 cut tensors
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     import kgraft
     from kgraft.backends.onnx.profile import layer_profile
     from kgraft.backends.serve.overhead import measure_overhead
-    from kgraft.passes.plan import Overhead, parse_bandwidth, plan_split
+    from kgraft.passes.plan import Overhead, parse_bandwidth, rank_placements
 
     started = time.perf_counter()
     overhead = Overhead() if args.no_overhead else measure_overhead(threads=threads)
@@ -175,8 +175,8 @@ def main(argv=None) -> int:
                 for text in args.bandwidth:
                     bw = parse_bandwidth(text)
                     plan = dict(edge_slowdown=args.edge_slowdown, rtt_s=args.rtt, profile=profile, overhead=overhead)
-                    rows = plan_split(graph, bw, **plan)
-                    int8_rows = plan_split(graph, bw, **plan, compress="int8")
+                    rows = rank_placements(graph, bw, **plan)
+                    int8_rows = rank_placements(graph, bw, **plan, compress="int8")
                     by_label = {r.label: r for r in rows}
                     chosen = {"edge": (by_label["all on edge"], None), "server": (by_label["all on server"], None),
                               "choice": (rows[0], None), "int8": (int8_rows[0], "int8")}

@@ -42,7 +42,7 @@ def run_demo(model_name: str, input_shape: tuple[int, ...], out_dir: str, ui: UI
     from ..backends.atomic import replacing
     from ..backends.draw import render
     from ..passes.cuts import split_points
-    from ..passes.split import plan_split
+    from ..passes.split import resolve_split
     from .models import load_graph
     from .outputs import build_models, export_onnx_checked
     from .verify import check_results
@@ -54,7 +54,7 @@ def run_demo(model_name: str, input_shape: tuple[int, ...], out_dir: str, ui: UI
     points = [graph.value_name(v) for v in split_points(graph)]
     say(f"2. {len(points)} split points, e.g. {', '.join(points[-6:])}")
     at = choose_split_point(graph)
-    plan = plan_split(graph, at)
+    plan = resolve_split(graph, at)
     head, tail = models = build_models(plan.partitions, ui)
     say(f"3. split at {at!r}: head {len(head.layers)} layers -> {tuple(head.outputs[0].shape)} "
         f"-> tail {len(tail.layers)} layers")

@@ -76,7 +76,7 @@ def plan(model, input_shape, unsafe, custom_objects, bandwidth, edge_slowdown, s
       kgraft plan ResNet50 --input-shape 224,224,3 --bandwidth 20Mbps --edge-slowdown 8 --rtt 0.02
       kgraft plan model.keras --bandwidth 1Gbps --flops-per-s 50e9 --top 5 --json
     """
-    from ..passes.plan import DEFAULT_FLOPS_PER_S, plan_split
+    from ..passes.plan import DEFAULT_FLOPS_PER_S, rank_placements
     from .models import load_graph
 
     ui = get_ui(quiet, as_json)
@@ -97,7 +97,7 @@ def plan(model, input_shape, unsafe, custom_objects, bandwidth, edge_slowdown, s
 
         with ui.step("measuring the serving overhead (kgraft serve on 127.0.0.1)"):
             overhead = measure()
-    rows = plan_split(graph, bandwidth, edge_slowdown, server_slowdown, rtt,
+    rows = rank_placements(graph, bandwidth, edge_slowdown, server_slowdown, rtt,
                       flops_per_s or DEFAULT_FLOPS_PER_S, profile=profile, compress=compress, overhead=overhead)
     shown = [(i, r) for i, r in enumerate(rows, 1) if i <= top or r.label in BASELINES]
     timing = "measured with ONNX Runtime" if profile is not None else f"FLOPs at {flops_per_s / 1e9:g} GFLOP/s"

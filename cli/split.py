@@ -85,7 +85,7 @@ def split(model, input_shape, unsafe, custom_objects, at, out_dir, onnx_dir, ops
       kgraft split model.keras --at conv3_block4_out --at conv4_block6_out -o parts/
       kgraft split ResNet50 --at conv2_block2_1_relu,conv2_block1_out --onnx onnx/ --json
     """
-    from ..passes.split import plan_split
+    from ..passes.split import resolve_split
     from .models import is_ir, load_graph
     from .outputs import build_models, export_onnx_checked, save_keras
     from .verify import check_results
@@ -99,7 +99,7 @@ def split(model, input_shape, unsafe, custom_objects, at, out_dir, onnx_dir, ops
         raise UsageError(f"-o/--onnx need a Keras model with weights; {model!r} is textual IR")
     ui = get_ui(quiet, as_json)
     graph = load_graph(model, input_shape=input_shape, unsafe=unsafe, custom_objects=custom_objects, ui=ui)
-    plan = plan_split(graph, cuts)
+    plan = resolve_split(graph, cuts)
     result = {"model": graph.name, "cuts": [], "partitions": partition_rows(plan)}
     for i, cut in enumerate(cuts):
         rows = crossing_rows(plan.graph, plan.boundaries[i + 1], cut)

@@ -13,7 +13,7 @@ and offered here as a function ``name(graph, **options)`` that never mutates ``g
 | ``fold-batchnorm``, ``delete-channels{ref,channels}`` | fold BN into kernels, prune channels |
 
 Analyses: :func:`split_points`, :func:`downstream`, :func:`cut_costs` (bytes, parameters and FLOPs
-on each side of a cut), :func:`plan_split` (ranked edge/server placements, min-cut included).
+on each side of a cut), :func:`rank_placements` (ranked edge/server placements, min-cut included).
 """
 
 from ..ir import Graph
@@ -32,7 +32,7 @@ from .downstream import downstream
 from .extract import Extract
 from .infra import Pass, as_function, parse_pipeline, register, registry, run
 from .inline_nested import InlineNested
-from .plan import plan_split
+from .plan import rank_placements
 from .prune_unreachable import PruneUnreachable
 from .split import Split
 
@@ -59,4 +59,4 @@ def split_points(graph: Graph) -> list[str]:
 
 __all__ = ["Pass", "register", "registry", "parse_pipeline", "run", "inline_nested", "prune_unreachable",
            "extract", "split", "add_head", "delete_layer", "insert_layer", "replace_layer",
-           "set_input_shape", "rename", "fold_batchnorm", "delete_channels", "split_points", "downstream", "cut_costs", "plan_split"]
+           "set_input_shape", "rename", "fold_batchnorm", "delete_channels", "split_points", "downstream", "cut_costs", "rank_placements"]

@@ -32,7 +32,7 @@ optimal closed cut with one s-t minimum cut (DADS's formulation) on a flow netwo
   ``source -> input`` is infinite (the data starts on the edge).
 
 Every candidate is then evaluated the way ``split`` would realise it (pass-through tensors
-cross too), and :func:`plan_split` returns them ranked.
+cross too), and :func:`rank_placements` returns them ranked.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from .infra import run
 from .prune_unreachable import prune
 from .split import cut_sides
 
-__all__ = ["PlanRow", "CostModel", "Overhead", "parse_bandwidth", "plan_split", "min_cut_plan", "DEFAULT_FLOPS_PER_S"]
+__all__ = ["PlanRow", "CostModel", "Overhead", "parse_bandwidth", "rank_placements", "min_cut_plan", "DEFAULT_FLOPS_PER_S"]
 
 DEFAULT_FLOPS_PER_S = 50e9
 """A nominal CPU throughput, used only when neither a profile nor a calibration is given."""
@@ -199,7 +199,7 @@ def min_cut_plan(graph: Graph, model: CostModel, seconds: dict[str, float]) -> s
     return {n for n in edge_side if n in graph.nx}
 
 
-def plan_split(graph: Graph, bandwidth_bps: float, edge_slowdown: float = 1.0, server_slowdown: float = 1.0,
+def rank_placements(graph: Graph, bandwidth_bps: float, edge_slowdown: float = 1.0, server_slowdown: float = 1.0,
                rtt_s: float = 0.0, flops_per_s: float = DEFAULT_FLOPS_PER_S,
                profile: dict[str, float] | None = None, compress: str | None = None,
                overhead: Overhead | None = None, results_to_edge: bool = True) -> list[PlanRow]:

@@ -35,7 +35,7 @@ from .extract import build_subgraph, inline_if_needed
 from .infra import Pass, register
 from .prune_unreachable import prune
 
-__all__ = ["Split", "SplitPlan", "normalize_cuts", "plan_split", "cut_sides", "pipeline_graph"]
+__all__ = ["Split", "SplitPlan", "normalize_cuts", "resolve_split", "cut_sides", "pipeline_graph"]
 
 
 def normalize_cuts(at) -> list[list[str]]:
@@ -77,7 +77,7 @@ class SplitPlan:
     partitions: list[Graph]
 
 
-def plan_split(graph: Graph, at) -> SplitPlan:
+def resolve_split(graph: Graph, at) -> SplitPlan:
     """Resolve ``at`` (as the ``split`` pass takes it; ``None`` = one partition) into a :class:`SplitPlan`."""
     cuts = [] if at is None else normalize_cuts(at)
     graph = inline_if_needed(graph, [r for cut in cuts for r in cut])
@@ -154,7 +154,7 @@ class Split(Pass):
     at: list = field(default_factory=list)
 
     def apply(self, graph: Graph) -> Graph:
-        return pipeline_graph(plan_split(graph, normalize_cuts(self.at)))
+        return pipeline_graph(resolve_split(graph, normalize_cuts(self.at)))
 
 
 def pipeline_graph(plan: SplitPlan) -> Graph:

@@ -13,7 +13,7 @@ import pytest
 import kgraft
 from kgraft.ir import parse
 from kgraft.passes.costs import cut_costs, graph_costs
-from kgraft.passes.plan import CostModel, Overhead, min_cut_plan, parse_bandwidth, plan_split
+from kgraft.passes.plan import CostModel, Overhead, min_cut_plan, parse_bandwidth, rank_placements
 
 # a residual block: the only single-tensor split points are %stem and %add
 RESNET = """
@@ -119,11 +119,11 @@ def test_planner_finds_the_multi_tensor_cut_on_a_slow_link():
     # 8 bit/s: sending x (4000 B) takes 4000 s, p (400 B) 400 s, {q1, q2} (8 B) 8 s.
     # edge 2x slower than the server: all on edge = 4*2 = 8 s, the optimum; {q1,q2} = 3*2 + 8 + 1
     # = 15; p = 2 + 400 + 3 = 405; all on server = 4000 + 4.
-    rows = plan_split(parse(DIAMOND), 8, edge_slowdown=2, profile=PROFILE, **KEEP)
+    rows = rank_placements(parse(DIAMOND), 8, edge_slowdown=2, profile=PROFILE, **KEEP)
     assert [(r.label, r.total_s) for r in rows] == [("all on edge", 8), ("p", 405), ("all on server", 4004)]
     assert rows[0].method == "all on edge, min-cut"
     # make the edge 10x slower: all on edge = 40, {q1,q2} = 30 + 8 + 1 = 39 wins
-    rows = plan_split(parse(DIAMOND), 8, edge_slowdown=10, profile=PROFILE, **KEEP)
+    rows = rank_placements(parse(DIAMOND), 8, edge_slowdown=10, profile=PROFILE, **KEEP)
     assert rows[0].label == "q1, q2" and rows[0].method == "min-cut"
     assert rows[0].total_s == pytest.approx(39)
     assert rows[0].cut == ("q1", "q2") and rows[0].bytes_per_sample == 8
@@ -132,7 +132,7 @@ def test_planner_finds_the_multi_tensor_cut_on_a_slow_link():
 
 def test_planner_prefers_the_server_on_a_fast_link():
     # 1 Gbit/s and an edge 100x slower: all on server = 32 us + 4 s beats everything else
-    rows = plan_split(parse(DIAMOND), 1e9, edge_slowdown=100, profile=PROFILE, **KEEP)
+    rows = rank_placements(parse(DIAMOND), 1e9, edge_slowdown=100, profile=PROFILE, **KEEP)
     assert rows[0].label == "all on server" and rows[0].method == "all on server, min-cut"
     assert rows[0].total_s == pytest.approx(4 + 4000 * 8 / 1e9)
     assert rows[0].transfer_s == pytest.approx(4000 * 8 / 1e9)
@@ -141,14 +141,14 @@ def test_planner_prefers_the_server_on_a_fast_link():
 def test_planner_picks_the_split_point_in_between():
     # 4000 bit/s: p = 3*1 (edge 3x slower) + 0.8 + 3 = 6.8, the optimum ({q1,q2} = 9 + 0.016 + 1
     # = 10.016 is beaten, so not listed); all on edge = 12; all on server = 8 + 4 = 12
-    rows = plan_split(parse(DIAMOND), 4000, edge_slowdown=3, profile=PROFILE, **KEEP)
+    rows = rank_placements(parse(DIAMOND), 4000, edge_slowdown=3, profile=PROFILE, **KEEP)
     assert [(r.label, r.total_s) for r in rows] == [("p", pytest.approx(6.8)), ("all on edge", 12),
                                                       ("all on server", 12)]
     assert rows[0].method == "split point, min-cut"
 
 
 def test_rtt_is_paid_once_by_every_plan_that_sends_something():
-    rows = _by_label(plan_split(parse(DIAMOND), 4000, edge_slowdown=3, rtt_s=0.5, profile=PROFILE, **KEEP))
+    rows = _by_label(rank_placements(parse(DIAMOND), 4000, edge_slowdown=3, rtt_s=0.5, profile=PROFILE, **KEEP))
     assert rows["p"].transfer_s == pytest.approx(0.8 + 0.5)
     assert rows["all on edge"].transfer_s == 0
 
@@ -157,7 +157,7 @@ def test_results_coming_back_can_keep_everything_on_the_edge():
     # as the slow-link case above (8 bit/s, edge 10x), but add's 4 B result returns to the edge
     # (4 s): {q1,q2} = 30 + 8 + 1 + 4 = 43 now loses to all on edge (40); p = 10 + 400 + 3 + 4 = 417;
     # all on server = 4000 + 4 + 4 = 4008
-    rows = plan_split(parse(DIAMOND), 8, edge_slowdown=10, profile=PROFILE)
+    rows = rank_placements(parse(DIAMOND), 8, edge_slowdown=10, profile=PROFILE)
     assert [(r.label, r.total_s) for r in rows] == [("all on edge", 40), ("p", 417), ("all on server", 4008)]
     assert rows[0].method == "all on edge, min-cut"
     assert [r.bytes_returned for r in rows] == [0, 4, 4]
@@ -169,7 +169,7 @@ def test_serving_overhead_is_paid_per_request_and_per_byte():
     # p: 3 + (400 + 4) * 0.003 + 0.45 + 3 = 7.662; all on server: (4000 + 4) * 0.003 + 0.45 + 4 =
     # 16.462; all on edge 12; {q1,q2} = 9 + 12 * 0.003 + 0.45 + 1 = 10.486, beaten by p in the min-cut
     overhead = Overhead(request_s=0.25, per_byte_s=1e-3, request_bytes=100)
-    rows = plan_split(parse(DIAMOND), 4000, edge_slowdown=3, profile=PROFILE, overhead=overhead)
+    rows = rank_placements(parse(DIAMOND), 4000, edge_slowdown=3, profile=PROFILE, overhead=overhead)
     assert [(r.label, r.total_s) for r in rows] == [("p", pytest.approx(7.662)), ("all on edge", 12),
                                                       ("all on server", pytest.approx(16.462))]
     assert rows[0].transfer_s == pytest.approx(1.662) and rows[1].transfer_s == 0
@@ -180,7 +180,7 @@ def test_bad_overhead_is_refused(field):
     with pytest.raises(kgraft.KgraftError, match=f"overhead {field} must be a finite number >= 0"):
         Overhead(**{field: -1})
     with pytest.raises(kgraft.KgraftError, match="overhead must be a kgraft.passes.plan.Overhead"):
-        plan_split(parse(DIAMOND), 8, profile=PROFILE, overhead=0.1)
+        rank_placements(parse(DIAMOND), 8, profile=PROFILE, overhead=0.1)
 
 
 def test_min_cut_is_the_optimum_over_all_closed_cuts():
@@ -214,7 +214,7 @@ def test_min_cut_is_the_optimum_over_all_closed_cuts():
 def test_plan_needs_known_shapes():
     text = DIAMOND.replace("f32[?,1000]", "f32[?,?]")
     with pytest.raises(kgraft.KgraftError, match="input shape"):
-        plan_split(parse(text), 8, profile=PROFILE)
+        rank_placements(parse(text), 8, profile=PROFILE)
 
 
 def test_keras_level_plan_measures_layers_with_onnx_runtime():

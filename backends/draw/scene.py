@@ -27,7 +27,7 @@ from ...ir.refs import resolve
 from ...passes.cuts import split_points
 from ...passes.extract import inline_if_needed
 from ...passes.inline_nested import inline
-from ...passes.split import plan_split
+from ...passes.split import resolve_split
 from .layout import layered
 
 __all__ = ["Scene", "Box", "Edge", "Rule", "Label", "build_scene", "category", "human_bytes", "FONT", "CHAR_WIDTH"]
@@ -179,7 +179,7 @@ def build_scene(graph: Graph, *, flat: bool = False, collapse: bool = True, cuts
     marks = _Marks()
     if cuts:
         g = inline_if_needed(g, [r for cut in cuts for r in cut])
-        plan = plan_split(g, cuts)
+        plan = resolve_split(g, cuts)
         for i, part in enumerate(plan.partitions):
             marks.part.update((n, i) for n in part.nx if n in g and n not in part.inputs)
         for i, boundary in enumerate(plan.boundaries[1:-1]):

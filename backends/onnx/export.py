@@ -1,7 +1,7 @@
 """``export_onnx``: one ``.onnx`` file per partition of a split, plus ``manifest.json``.
 
 Pipeline: lower the model and inline nested models, plan the split with the ``split`` pass
-(:func:`plan_split` gives the crossing tensors of every cut, pass-through skip tensors
+(:func:`resolve_split` gives the crossing tensors of every cut, pass-through skip tensors
 included), convert the WHOLE model once with every tensor a cut may cross as an extra output
 (one tf2onnx run, kept by :mod:`.cache` in memory and on disk, so a later cut converts
 nothing), cut each partition out of that graph with onnx-ir (:mod:`.cut`, which keeps
@@ -42,7 +42,7 @@ import warnings
 import numpy as np
 
 from ...ir import CutError, Graph, KgraftError, TensorType, ValueRef
-from ...passes.split import plan_split
+from ...passes.split import resolve_split
 from ..atomic import check_target, write_files
 from . import cache
 from .compress import check_compress, compress_cuts
@@ -94,7 +94,7 @@ def export(model, out_dir, at=None, opset=None, *, custom_objects: dict | None =
 
     source = load_model(model, custom_objects)
     flat = prune(inline(lower(source, custom_objects)), keep_inputs=True)
-    plan = plan_split(flat, at)
+    plan = resolve_split(flat, at)
     graph = plan.graph
     _refuse_masked_cuts(graph, plan)
     refs = [[graph.value_name(v) for v in b] for b in plan.boundaries]
