@@ -22,6 +22,7 @@ from . import legacy
 from .classes import check_classes, iter_layers
 from .internals import graph_config, is_graph_model, unserializable_layer
 from .masks import record_masks
+from .shapes import correct_types
 
 __all__ = ["lower", "load_model", "read_file_config"]
 
@@ -35,6 +36,7 @@ def lower(model_or_path, custom_objects: dict | None = None, *, safe_mode: bool 
     if legacy.is_tf_keras_model(model):
         legacy.to_keras3(graph)
     _attach(graph, model)
+    correct_types(graph)
     if not legacy.is_tf_keras_model(model):
         record_masks(graph, model)
     graph.meta.update(source=model, custom_objects=dict(custom_objects or {}))
