@@ -100,11 +100,11 @@ def _plan(graph: Graph, cuts: list[list[ValueRef]], labels: list[str]) -> SplitP
         if len(cut) == 1 and (cut[0].node in graph.inputs or cut[0] in graph.outputs):
             kind = "a model input" if cut[0].node in graph.inputs else "a model output"
             raise CutError(f"split: {label!r} is {kind}, not a split point; cut between layers")
-        _available(graph, cut, label, upstreams[-1], boundaries[-1], labels[:len(upstreams) - 1])
         upstream, crossing = cut_sides(graph, cut, label)
         if not upstreams[-1] <= upstream or upstream == upstreams[-1]:
             raise CutError(f"split: cut {{{label}}} does not come after the previous cut; "
                            "give cuts in order from inputs to outputs")
+        _available(graph, cut, label, upstreams[-1], boundaries[-1], labels[:len(upstreams) - 1])
         boundaries.append(crossing)
         upstreams.append(upstream)
     upstreams.append(all_nodes)
