@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ir import EquivalenceError, Graph, KgraftError, RefError, ValueRef
+from .ir import EquivalenceError, Graph, KgraftError, RefError, ValueRef, mask_layers
 from .ir.refs import resolve
 from .numerics import max_abs_diff, probe_inputs, rows_needed, scale, tolerance
 
@@ -139,7 +139,8 @@ class _Check:
                 out_refs = out_refs if out_refs is not None else list(self.flat.outputs)
                 wanted = [r for r in out_refs if r is not None]
                 # a result takes an input that carries a Keras mask with the mask right after it
-                masked = [r for r in in_refs if r in self.flat.masks and r.node not in self.flat.inputs]
+                masked = [r for r in in_refs if r.node not in self.flat.inputs
+                          and mask_layers.carried(self.flat, r) is not None]
                 values = self.source_values(in_refs + wanted, masked)
                 mask_of = dict(zip(masked, values[len(in_refs) + len(wanted):]))
                 feeds = [a for r, v in zip(in_refs, values) for a in ([v, mask_of[r]] if r in mask_of else [v])]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from .graph import Graph, Layer, Node, ValueRef
 from .types import TensorType
 
-__all__ = ["attach", "detach", "CLASSES"]
+__all__ = ["attach", "detach", "carried", "CLASSES"]
 
 CLASSES = ("KerasMask", "WithMask")
 _MODULE = "kgraft.backends.keras.masks"
@@ -36,3 +36,16 @@ def detach(graph: Graph, value: ValueRef, mask_type: TensorType, name: str) -> V
     _layer(graph, name, "KerasMask", {"rank": rank})
     node = Node(Node.make_id(name, 0), name, 0, [value], {}, (TensorType(mask_type.shape, "bool"),))
     return ValueRef(graph.add_node(node).id)
+
+
+def carried(graph: Graph, value: ValueRef) -> TensorType | None:
+    """The type of the mask ``value`` must take across a cut, or ``None``: none when it carries
+    no Keras mask, or when every layer reading it is given its mask explicitly (``mask=`` a tensor,
+    as Keras 3 records it in Functional models), so the mask crosses as a tensor of its own."""
+    mask = graph.masks.get(value)
+    if mask is None:
+        return None
+    users = [user for user, index, _ in graph.uses(value.node) if index == value.index]
+    if users and all(isinstance(graph.node(user).kwargs.get("mask"), ValueRef) for user in users):
+        return None
+    return mask

@@ -60,7 +60,7 @@ def build_subgraph(graph: Graph, name: str, nodes: set[str], inputs: list[ValueR
         input_name = unique_name(sanitize(graph.value_name(value)), taken)
         taken.add(input_name)
         remap[value] = add_input(new, input_name, graph.value_type(value))
-        if value in graph.masks:
+        if mask_layers.carried(graph, value) is not None:
             mask = add_input(new, _taken(f"{input_name}_mask", taken), graph.masks[value])
             received[value] = (remap[value], mask)
             remap[value] = mask_layers.attach(new, remap[value], mask, _taken(f"{input_name}_masked", taken))
@@ -75,7 +75,7 @@ def build_subgraph(graph: Graph, name: str, nodes: set[str], inputs: list[ValueR
             results += list(received[value])
             continue
         results.append(remap.get(value, value))
-        if mask_outputs and value in graph.masks:
+        if mask_outputs and mask_layers.carried(graph, value) is not None:
             label = _taken(f"{sanitize(graph.value_name(value))}_mask", taken)
             results.append(mask_layers.detach(new, remap.get(value, value), graph.masks[value], label))
     new.set_outputs(results)

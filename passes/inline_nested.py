@@ -182,7 +182,8 @@ def _inner_names(graph: Graph, nested: dict[str, Layer], inner: dict[str, _Level
 
 def _training(node, body: Graph):
     """The ``training`` argument of a nested model's call; other call arguments cannot be inlined."""
-    other = {k: v for k, v in node.kwargs.items() if k not in ("training", "inputs", "mask") and not _nothing(v)}
+    other = {k: v for k, v in node.kwargs.items()
+             if k not in ("training", "inputs") and not _nothing(v) and not (k == "mask" and _tensors(v))}
     if other:
         shown = ", ".join(f"{k}=<a tensor>" if iter_refs(v) else f"{k}={v!r}" for k, v in other.items())
         raise UnsupportedModelError(
@@ -212,6 +213,15 @@ def _with_masks(new: Graph, node, body: Graph, bound: dict, local: dict, final: 
         new.masks[value] = new.value_type(local.get(ref, ref))
         bound[inner] = value
     return bound
+
+
+def _tensors(value) -> bool:
+    """A structure of tensors (and ``None`` s): what a ``mask=`` that inlining carries must be."""
+    if isinstance(value, dict):
+        return all(_tensors(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_tensors(v) for v in value)
+    return value is None or isinstance(value, ValueRef)
 
 
 def _nothing(value) -> bool:

@@ -111,7 +111,7 @@ CUTS = [["c2", "r1"], ["r2", "r1"]]
 def skipnet(tmp_path_factory):
     model = skip_model()
     directory = tmp_path_factory.mktemp("serve") / "skipnet"
-    kgraft.export_onnx(model, directory, at=CUTS, cut_layout="keras")  # cut tensors as Keras holds them
+    kgraft.export_onnx(model, directory, at=CUTS)
     return model, directory
 
 
@@ -237,7 +237,7 @@ def test_wrong_input_shape_is_refused_here(skipnet, tail_server):
 
 def test_another_export_with_the_same_model_name_is_caught(tmp_path, tail_server):
     other = tmp_path / "other"
-    kgraft.export_onnx(skip_model(width=5), other, at=CUTS, cut_layout="keras")  # also "skipnet", but 5 channels cross
+    kgraft.export_onnx(skip_model(width=5), other, at=CUTS)  # also "skipnet", but 5 channels cross
     runner = kgraft.SplitRunner(other, tail_server, edge=1)
     with pytest.raises(kgraft.KgraftError, match=r"'c2' of model 'skipnet_from1' on .* is FP32\[-1, 4, 8, 8\]; "
                                                  r"this export has FP32\[-1, 5, 8, 8\]"):

@@ -41,7 +41,7 @@ import warnings
 
 import numpy as np
 
-from ...ir import CutError, Graph, KgraftError, TensorType, ValueRef
+from ...ir import CutError, Graph, KgraftError, TensorType, ValueRef, mask_layers
 from ...passes.split import resolve_split
 from ..atomic import check_target, write_files
 from . import cache
@@ -322,7 +322,7 @@ def _refuse_masked_cuts(graph: Graph, plan) -> None:
     """A tensor that carries a Keras mask crosses a Keras split with its mask as an extra boolean
     tensor; the ONNX partitions do not carry it yet, so such a cut is refused, not exported wrong."""
     for i, boundary in enumerate(plan.boundaries[1:-1], start=1):
-        masked = [v for v in boundary if v in graph.masks]
+        masked = [v for v in boundary if mask_layers.carried(graph, v) is not None]
         if masked:
             v = masked[0]
             raise CutError(
