@@ -61,11 +61,15 @@ def _check_entry(entry: Any) -> None:
     found = {k: entry[k] for k in ("module", "registered_name") if not isinstance(entry.get(k), (str, type(None)))}
     if not isinstance(entry.get("config", {}), dict):
         found["config"] = entry["config"]
+    for key in ("build_config", "compile_config"):  # Keras builds / compiles from a true one
+        if entry.get(key) and not isinstance(entry[key], dict):
+            found[key] = entry[key]
     if found:
         raise KgraftError(
             f"corrupt model config: a layer entry of class {entry['class_name']!r} has "
             + ", ".join(f"{k}={repr(v)[:40]} ({type(v).__name__})" for k, v in found.items())
-            + "; Keras writes a dict for config and strings for module and registered_name"
+            + "; Keras writes dicts for config, build_config and compile_config and strings for module "
+            "and registered_name"
         )
 
 
