@@ -99,7 +99,7 @@ def _layer_name(entry: dict, functional: bool = False) -> str:
     it only beside it, in a Functional entry): the entry's name is the layer's then, as Keras reads it.
     """
     name = entry.get("config", {}).get("name")
-    if name is None and functional:
+    if name is None and functional and not is_model_spec(entry):  # Keras requires a model's own name
         name = entry.get("name")
     if not isinstance(name, str) or not name:
         raise KgraftError(f"corrupt model config: a {entry.get('class_name', '?')} layer entry has no name")
