@@ -185,6 +185,9 @@ def test_delete_channels_of_mobilenetv2_depthwise_layers(enliven):
 def test_delete_channels_resnet50_ten_layers(enliven):
     model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
     enliven(model)
+    for layer in model.layers:  # contractive, as in test_surgery_ops._with_stats: a chaotic random
+        if isinstance(layer, keras.layers.BatchNormalization):  # net amplifies float32 rounding past 1e-5
+            layer.gamma.assign(layer.gamma.numpy() * 0.8)
     jobs = {f"conv{s}_block{b}_1_conv": [0, 1] for s, b in [(2, 1), (2, 2), (2, 3), (3, 1), (3, 2), (3, 3), (3, 4),
                                                              (4, 1), (4, 2), (4, 3)]}
     result = kgraft.delete_channels(model, jobs)

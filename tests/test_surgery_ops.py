@@ -332,8 +332,7 @@ def test_fold_batchnorm_mobilenetv2_nested(enliven, random_inputs, run_model, as
 
 @pytest.mark.slow
 def test_fold_batchnorm_resnet50(enliven, random_inputs, run_model):
-    model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
-    enliven(model)
+    model = _with_stats(keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3)), enliven)
     result = kgraft.fold_batchnorm(model)
     assert sum(isinstance(l, L.BatchNormalization) for l in model.layers) == 53
     assert sum(isinstance(l, L.BatchNormalization) for l in result.layers) == 0
