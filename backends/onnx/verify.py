@@ -143,11 +143,7 @@ def verify(model, manifest_or_dir, inputs=None, atol: float = 1e-4, *, batch: in
     if pipeline.manifest.get("compress"):
         return _verify_compressed(source, pipeline, inputs, atol, batch, seed, custom_objects, strict)
     notes = []
-    if inputs is None:
-        arrays = random_inputs(pipeline.inputs, batch=batch, seed=seed)
-        notes.append(f"random inputs (seed {seed})")
-    else:
-        arrays = list(pipeline.normalize(inputs).values())
+    arrays = _input_arrays(pipeline, inputs, batch, seed, notes)
     env = pipeline.run_all(arrays)
     onnx_out = [env[n] for n in pipeline.output_names]
     feed = _keras_feed(source, pipeline.input_names, arrays)
@@ -224,6 +220,14 @@ def _compared(name: str, kind: str, io: dict, k: np.ndarray, o: np.ndarray, atol
     return OutputDiff(name, tuple(o.shape), _diff(k, o), ok, kind, scale, tolerance)
 
 
+def _input_arrays(pipeline, inputs, batch: int, seed: int, notes: list) -> list:
+    """The arrays the check feeds: ``inputs`` in the pipeline's order, or random ones (noted)."""
+    if inputs is None:
+        notes.append(f"random inputs (seed {seed})")
+        return random_inputs(pipeline.inputs, batch=batch, seed=seed)
+    return list(pipeline.normalize(inputs).values())
+
+
 def _verify_compressed(source, pipeline, inputs, atol, batch, seed, custom_objects, strict) -> VerifyReport:
     """Each compressed tensor within its rounding, each partition on the chain's own inputs (see the module doc)."""
     from ...api import split
@@ -231,11 +235,7 @@ def _verify_compressed(source, pipeline, inputs, atol, batch, seed, custom_objec
     manifest = pipeline.manifest
     notes = [f"{manifest['compress']} cut tensors: partitions checked on the decoded tensors they receive, "
              "end-to-end outputs shown, not judged"]
-    if inputs is None:
-        arrays = random_inputs(pipeline.inputs, batch=batch, seed=seed)
-        notes.append(f"random inputs (seed {seed})")
-    else:
-        arrays = list(pipeline.normalize(inputs).values())
+    arrays = _input_arrays(pipeline, inputs, batch, seed, notes)
     env = pipeline.run_all(arrays)
     parts = split(source, manifest["cuts"], custom_objects=custom_objects)
     diffs, seen = [], set()
