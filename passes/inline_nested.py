@@ -217,20 +217,20 @@ def _with_masks(new: Graph, node, body: Graph, bound: dict, local: dict, final: 
 
 def _tensors(value) -> bool:
     """A structure of tensors (and ``None`` s): what a ``mask=`` that inlining carries must be."""
-    if isinstance(value, dict):
-        return all(_tensors(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return all(_tensors(v) for v in value)
-    return value is None or isinstance(value, ValueRef)
+    return _every_leaf(value, lambda leaf: leaf is None or isinstance(leaf, ValueRef))
 
 
 def _nothing(value) -> bool:
     """``None``, or a structure of ``None`` s (``mask={'images': None}``): an argument that says nothing."""
+    return _every_leaf(value, lambda leaf: leaf is None)
+
+
+def _every_leaf(value, test) -> bool:
     if isinstance(value, dict):
-        return all(_nothing(v) for v in value.values())
+        return all(_every_leaf(v, test) for v in value.values())
     if isinstance(value, (list, tuple)):
-        return all(_nothing(v) for v in value)
-    return value is None
+        return all(_every_leaf(v, test) for v in value)
+    return test(value)
 
 
 def _bind_inputs(node, body: Graph, remap: dict[ValueRef, ValueRef]) -> dict[ValueRef, ValueRef]:
