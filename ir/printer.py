@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from .graph import INPUT_CLASS, Graph, Layer, Node, ValueRef
-from .lower import compute_dtype
+from .types import compute_dtype
 from .nogc import gc_paused
 from .syntax import format_value
 from .weight_plan import describe

@@ -1,6 +1,6 @@
 """tf.keras 2.x models: in-memory ``tf_keras`` models, and the files tf.keras 2 wrote.
 
-Their configs use the legacy format :mod:`kgraft.ir.lower` reads. What Keras 3 cannot do is
+Their configs use the legacy format :mod:`kgraft.frontend.lower` reads. What Keras 3 cannot do is
 load every such file: it rejects tf.keras 2 ``.keras`` files, and in an ``.h5`` file it numbers
 the call sites of nested models differently, so it fails or, for a nested model called twice,
 silently wires the wrong call. Those files are read with ``tf_keras`` (the library that wrote
@@ -77,7 +77,7 @@ def fill_types(graph: Graph, model) -> None:
 
     Call site ``k`` of a layer in the config is the ``k``-th of the layer's nodes that belong to
     this model's network (tf_keras's own numbering in ``get_config``, minus the pre-existing node
-    of a nested model that :mod:`kgraft.ir.lower` already discounts).
+    of a nested model that :mod:`kgraft.frontend.lower` already discounts).
     """
     import tensorflow as tf
 

@@ -250,12 +250,11 @@ def _finish(model, name: str, in_refs: list[str], out_refs: list[str], what: str
     """Name the batch dimension, stamp the producer, and run the full ONNX checker."""
     import onnx
 
-    import kgraft
-
+    from ..._version import __version__
     from .surgery import name_batch_dims
 
     name_batch_dims(model)
-    model.producer_name, model.producer_version = "kgraft", kgraft.__version__
+    model.producer_name, model.producer_version = "kgraft", __version__
     model.graph.name = name
     model.doc_string = (f"kgraft {what}: inputs {', '.join(in_refs)} -> outputs "
                         f"{', '.join(dict.fromkeys(out_refs))} (converted with tf2onnx)")
@@ -305,9 +304,9 @@ def _versions() -> dict:
     import tensorflow as tf
     import tf2onnx
 
-    import kgraft
+    from ..._version import __version__
 
-    versions = {"kgraft": kgraft.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+    versions = {"kgraft": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
                 "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__}
     try:
         import onnxruntime

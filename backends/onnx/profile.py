@@ -55,7 +55,7 @@ def partition_latency(manifest_or_dir, batch: int = 1, runs: int = 20, warmup: i
 
 def throughput(model, custom_objects: dict | None = None, runs: int = 20) -> float:
     """FLOPs per second of this machine on ``model`` in ONNX Runtime (batch 1), for the planner."""
-    from ...passes.costs import graph_costs
+    from ...analysis.costs import graph_costs
     from ..keras import lower
     from .export import export
 
@@ -77,11 +77,11 @@ def layer_profile(model, custom_objects: dict | None = None, runs: int = 10, war
     """
     import onnxruntime as ort
 
-    from ...passes import run
+    from ...passes import inline_nested
     from ..keras import lower
     from .export import export
 
-    graph = run(lower(model, custom_objects), "inline-nested")
+    graph = inline_nested(lower(model, custom_objects))
     clock = compute_clock(threads)
     with tempfile.TemporaryDirectory(prefix="kgraft-profile-") as tmp:
         manifest = export(model, os.path.join(tmp, "model"), custom_objects=custom_objects)

@@ -154,9 +154,10 @@ def verify(model, manifest_or_dir, inputs=None, atol: float = 1e-4, *, batch: in
     pairs = [(name, "output", k, o) for name, k, o in zip(pipeline.output_names, keras_out, onnx_out)]
     cuts = _cut_names(pipeline) if intermediates else []
     if cuts:
-        from ...api import extract
+        from ...passes import extract
+        from ..keras import build, lower
 
-        probe = extract(source, cuts, custom_objects=custom_objects)
+        probe = build(extract(lower(source, custom_objects), outputs=cuts))
         layout = {io["name"]: io for part in pipeline.manifest["partitions"] for io in part["outputs"]}
         for name, k in zip(cuts, _numpy(probe(feed, training=False))):
             o = env[name]
@@ -230,14 +231,15 @@ def _input_arrays(pipeline, inputs, batch: int, seed: int, notes: list) -> list:
 
 def _verify_compressed(source, pipeline, inputs, atol, batch, seed, custom_objects, strict) -> VerifyReport:
     """Each compressed tensor within its rounding, each partition on the chain's own inputs (see the module doc)."""
-    from ...api import split
+    from ...passes import split
+    from ..keras import build_partitions, lower
 
     manifest = pipeline.manifest
     notes = [f"{manifest['compress']} cut tensors: partitions checked on the decoded tensors they receive, "
              "end-to-end outputs shown, not judged"]
     arrays = _input_arrays(pipeline, inputs, batch, seed, notes)
     env = pipeline.run_all(arrays)
-    parts = split(source, manifest["cuts"], custom_objects=custom_objects)
+    parts = build_partitions(split(lower(source, custom_objects), at=manifest["cuts"]))
     diffs, seen = [], set()
     for index, (part, keras_part) in enumerate(zip(manifest["partitions"], parts)):
         feed = [_decode(io, env[io["name"]]) for io in part["inputs"]]
