@@ -13,10 +13,10 @@ State is then copied the way Keras's saving carries it (:mod:`.state`): variable
 
 from __future__ import annotations
 
-from typing import Any
-
+import functools
 import re
 from dataclasses import replace
+from typing import Any
 
 import keras
 import networkx as nx
@@ -120,13 +120,13 @@ class _Builder:
         if graph.kind == "Sequential" and _is_chain(graph):
             stack = [inputs[node.id] if node.id in inputs else self.layer(graph.layers[node.layer], graph)
                      for node in graph.nodes()]
-            return keras.Sequential(stack, name=name)
+            return _assembled(name, lambda: keras.Sequential(stack, name=name))
         values: dict[str, list] = {node_id: [obj.output] for node_id, obj in inputs.items()}
         for node in _call_order(graph):
             if node.id in inputs:
                 continue
             ir_layer = graph.layers[node.layer]
-            value = lambda ref: values[ref.node][ref.index]  # noqa: E731
+            value = functools.partial(_produced, graph, values, node)
             args, kwargs = call_arguments(node, value)
             passed_in = None if ir_layer.body is None else [
                 None if ref is None else value(ref) for ref in nested_call_inputs(node, ir_layer.body)]
@@ -139,11 +139,11 @@ class _Builder:
             values[node.id] = keras.tree.flatten(result)
         ins = [values[i][0] for i in graph.inputs]
         outs = [values[r.node][r.index] for r in graph.outputs]
-        return keras.Model(
+        return _assembled(name, lambda: keras.Model(
             dict(zip(graph.input_keys, ins)) if graph.input_keys is not None else ins[0] if len(ins) == 1 else ins,
             dict(zip(graph.output_keys, outs)) if graph.output_keys is not None
             else outs[0] if len(outs) == 1 else outs,
-            name=name)
+            name=name))
 
     def every_rebuild_error(self, graph: Graph) -> list[str]:
         found = []
@@ -187,13 +187,26 @@ def _copy_layer(layer: Layer, target) -> None:
         target_var.assign(source_var)
 
 
+def _assembled(name: str, make):
+    """``make()``, a Keras model from built layers; Keras's own checks (a layer built for other
+    shapes than its inputs have) fail here as they fail in ``from_config``."""
+    try:
+        return make()
+    except KgraftError:
+        raise
+    except Exception as e:
+        raise KgraftError(f"Keras could not assemble model {name!r}: {type(e).__name__}: "
+                          f"{' '.join(str(e).split())}") from e
+
+
 def _retyped(layer: Layer, declared: TensorType, tensor) -> Layer:
-    """An InputLayer for ``tensor`` where its declared type no longer fits it."""
+    """An InputLayer for ``tensor`` where its declared type (of the same rank) no longer fits it."""
     if tensor is None:
         return layer
     actual = TensorType(tuple(tensor.shape), str(tensor.dtype))
-    if declared.shape is not None and len(declared.shape) == len(actual.shape) and declared.dtype == actual.dtype \
-            and all(d is None or d == a for d, a in zip(declared.shape, actual.shape)):
+    if declared.shape is None or len(declared.shape) != len(actual.shape):
+        return layer  # another rank: Keras's own call decides (it adjusts a trailing 1, else refuses)
+    if declared.dtype == actual.dtype and all(d is None or d == a for d, a in zip(declared.shape, actual.shape)):
         return layer  # the declared type admits what is passed (free dims stay free)
     config = {k: v for k, v in layer.config.items() if k != "batch_input_shape"}
     return replace(layer, spec={**layer.spec, "config": {**config, "batch_shape": list(actual.shape),
@@ -222,6 +235,17 @@ def rebuild_message(layer: Layer, error: Exception) -> str:
                 "a **kwargs parameter and pass it on with super().__init__(**kwargs) (or define get_config/from_config).")
     return (f"Keras could not rebuild {what} from its config, so its own get_config/from_config round trip is "
             f"broken: {type(error).__name__}: {reason}")
+
+
+def _produced(graph: Graph, values: dict[str, list], user, ref: ValueRef):
+    """The Keras tensor ``ref`` names; a config may name an output its producer does not return
+    (Keras fails on it deep inside ``from_config``)."""
+    produced = values[ref.node]
+    if ref.index >= len(produced):
+        raise KgraftError(f"layer {user.layer!r} reads output {ref.index} of {ref.node!r}, which returns "
+                          f"{len(produced)} tensor(s); the model config's inbound nodes name a tensor that "
+                          "does not exist: fix or re-save the model")
+    return produced[ref.index]
 
 
 def _call_order(graph: Graph) -> list:
