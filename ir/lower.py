@@ -18,7 +18,8 @@ from .graph import INPUT_CLASS, Graph, Layer, Node, ValueRef
 from .nogc import gc_paused
 from .types import UNKNOWN, TensorType
 
-__all__ = ["lower_config", "is_model_spec", "compute_dtype", "MODEL_CLASSES"]
+__all__ = ["lower_config", "is_model_spec", "compute_dtype", "MODEL_CLASSES", "RECORDED_TRAINING_WINS",
+           "recorded_training_wins"]
 
 MODEL_CLASSES = frozenset({"Functional", "Model", "Sequential"})
 _MODEL_KEYS = ("layers", "input_layers", "output_layers", "build_input_shape")
@@ -26,6 +27,19 @@ _MODEL_KEYS = ("layers", "input_layers", "output_layers", "build_input_shape")
 TENSOR_DTYPES = frozenset({
     "bfloat16", "bool", "complex128", "complex64", "float16", "float32", "float64", "float8_e4m3fn",
     "float8_e5m2", "int16", "int32", "int64", "int8", "string", "uint16", "uint32", "uint64", "uint8"})
+
+# ``graph.meta`` key, true for a graph whose calls follow tf.keras 2's training rule: a ``training``
+# recorded at a call site wins over the mode the model is called in (``base(x, training=False)``
+# keeps ``base`` in inference under ``model(x, training=True)``), and a nested model's reaches the
+# layers inside it that record none. Keras 3's rule (absent): the caller's mode wins, as its
+# Functional passes its own ``training`` to every operation. The rule is the library's that runs
+# the source, not its config format's: a tf.keras 2 ``.h5`` file loaded by Keras 3 runs by Keras 3's.
+RECORDED_TRAINING_WINS = "recorded_training_wins"
+
+
+def recorded_training_wins(graph: Graph) -> bool:
+    """Whether ``graph``'s calls follow tf.keras 2's training rule (:data:`RECORDED_TRAINING_WINS`)."""
+    return bool(graph.meta.get(RECORDED_TRAINING_WINS))
 
 
 @gc_paused()
