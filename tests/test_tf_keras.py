@@ -419,6 +419,22 @@ def test_results_keep_the_rule_only_where_a_call_records_training(tk, saved):
     assert type(kgraft.flatten(saved["branches"][0])) is Functional
 
 
+def test_the_ir_says_which_training_rule_its_calls_follow(tk):
+    """The printed IR carries the rule, so a graph parsed back (a split too) builds by it."""
+    from kgraft.backends.keras import build_partitions
+    from kgraft.backends.keras.legacy import RecordedTrainingModel
+
+    text = str(kgraft.lower(transfer(tk)))
+    assert text.startswith("kgraft.model @transfer(%x: f32[?,4]) attributes {recorded_training_wins=true} {\n")
+    assert "= Functional @base#0(%x, training=false)" in text
+    split = str(passes.split(passes.inline_nested(parse(text)), at="bd"))
+    assert str(parse(split)) == split
+    assert type(build_partitions(parse(split), weights=False)[1]) is RecordedTrainingModel
+    x = keras.Input((4,), name="x")
+    keras3 = keras.Model(x, keras.layers.Dropout(0.5, name="d")(x, training=True))
+    assert "attributes" not in str(kgraft.lower(keras3))  # Keras 3's rule: the caller's mode wins
+
+
 def mc_dropout(tk):
     """Monte Carlo dropout: a Dropout called with training=True inside a base called with
     training=False (tf.keras 2: the innermost recorded value wins) and one in the outer graph."""
