@@ -388,8 +388,8 @@ def through_numpy(parts, x, training: bool) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("training", [False, True])
 def test_training_rule_of_tf_keras_2(tk, training, tmp_path):
-    """Each layer runs in its tf.keras 2 mode: flattened, rebuilt nested, split (parts fed numpy),
-    split again after flatten (a result read back), and saved and loaded."""
+    """Each layer runs in its tf.keras 2 mode: flattened, rebuilt nested, saved and loaded, with a
+    head added, split (parts fed numpy), and split again after flatten (a result read back)."""
     keras.utils.set_random_seed(0)
     expected = [np.asarray(transfer(tk)(PROBE, training=training))]  # a fresh source: training updates BN
     model = transfer(tk)
@@ -399,6 +399,8 @@ def test_training_rule_of_tf_keras_2(tk, training, tmp_path):
                "loaded": keras.saving.load_model(tmp_path / "flat.keras")}
     for what, result in results.items():
         assert_close([np.asarray(result(PROBE, training=training))], expected, f"{what}, training={training}")
+    with_head = kgraft.add_head(model, "bn2", keras.layers.Dense(3, name="aux"))
+    assert_close([np.asarray(with_head(PROBE, training=training)[0])], expected, "add_head")
     assert_close(through_numpy(kgraft.split(model, "bn2"), PROBE, training), expected, "split")
     assert_close(through_numpy(kgraft.split(flat, "bn"), PROBE, training), expected, "split of the flattened")
     # the rule is what makes it right: by Keras 3's, the base would follow training=True
@@ -433,6 +435,24 @@ def test_the_ir_says_which_training_rule_its_calls_follow(tk):
     x = keras.Input((4,), name="x")
     keras3 = keras.Model(x, keras.layers.Dropout(0.5, name="d")(x, training=True))
     assert "attributes" not in str(kgraft.lower(keras3))  # Keras 3's rule: the caller's mode wins
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_keras3_model_nesting_a_result_keeps_its_rule(tk, training):
+    """A result of a tf.keras 2 source nested in a Keras 3 model still runs by tf.keras 2's rule."""
+    x = keras.Input((4,), name="xo")
+    model = keras.Model(x, keras.layers.Dense(3, name="top")(kgraft.flatten(transfer(tk))(x)))
+    expected = [np.asarray(model(PROBE, training=training))]  # BN in training mode: batch statistics only
+    assert_close([np.asarray(kgraft.flatten(model)(PROBE, training=training))], expected, "flatten")
+    assert_close(through_numpy(kgraft.split(model, "transfer/bn2"), PROBE, training), expected, "split")
+
+
+def test_a_keras3_call_recording_training_beside_a_nested_result_is_refused(tk):
+    x = keras.Input((4,), name="xo")
+    model = keras.Model(x, keras.layers.Dropout(0.3, name="top")(kgraft.flatten(transfer(tk))(x), training=True))
+    with pytest.raises(UnsupportedModelError, match=r"nests 'transfer', which kgraft built from a tf\.keras 2 model "
+                                                     r".* call\(s\) 'top#0' record a training .*cannot follow both"):
+        kgraft.flatten(model)
 
 
 def mc_dropout(tk):

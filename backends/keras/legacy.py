@@ -24,9 +24,10 @@ from dataclasses import replace
 import keras
 
 from ...ir import INPUT_CLASS, Graph, KgraftError, TensorType, UnsupportedModelError
+from ...ir.lower import RECORDED_TRAINING_WINS
 from .internals import Functional, set_keras_mask, unpack_singleton
 
-__all__ = ["RecordedTrainingModel", "is_tf_keras_model", "model_classes", "call_outputs", "fill_types", "to_keras3",
+__all__ = ["RecordedTrainingModel", "set_training_rule", "is_tf_keras_model", "model_classes", "call_outputs", "fill_types", "to_keras3",
            "file_keras_version", "tf_keras_reason", "load_file", "INSTALL_HINT"]
 
 INSTALL_HINT = ("Install tf_keras, the tf.keras 2 package matching your TensorFlow (pip install tf_keras), "
@@ -98,6 +99,40 @@ def _unless_recorded(operation, context: dict):
         return operation(*args, **kwargs)
 
     return call
+
+
+def set_training_rule(graph: Graph, model) -> None:
+    """Mark ``graph`` (lowered from ``model``) as following tf.keras 2's training rule where its
+    source does: a tf_keras model, a :class:`RecordedTrainingModel`, or a Keras 3 model nesting
+    one where no other call records a ``training`` (the two rules then agree on those calls).
+    Where one does, one result cannot follow both rules: refused."""
+    if is_tf_keras_model(model) or isinstance(model, RecordedTrainingModel):
+        graph.meta[RECORDED_TRAINING_WINS] = True
+        return
+    nested, recorded = {}, []
+    _by_rule(graph, nested, recorded)
+    if nested and recorded:
+        raise UnsupportedModelError(
+            f"model {model.name!r} nests {', '.join(repr(n) for n in nested)}, which kgraft built from a tf.keras 2 "
+            f"model and which keeps tf.keras 2's training rule (a training recorded at a call wins), while "
+            f"call(s) {', '.join(repr(r) for r in recorded)} record a training that Keras 3's rule lets the mode "
+            "the model is called in override: one result cannot follow both. Call those without training=, "
+            "or apply kgraft to the nested model itself.")
+    if nested:
+        graph.meta[RECORDED_TRAINING_WINS] = True
+
+
+def _by_rule(graph: Graph, nested: dict, recorded: list) -> None:
+    """Collect the nested :class:`RecordedTrainingModel` s of a Keras 3 graph, and the other calls
+    that record a ``training`` (the nested models' own calls included)."""
+    for node in graph.nodes():
+        layer = graph.layers[node.layer]
+        if node.kwargs.get("training") is not None:
+            recorded.append("/".join(layer.path[:-1] + (node.id,)))
+        if isinstance(layer.handle, RecordedTrainingModel):
+            nested[layer.qualified_name] = None
+        elif layer.body is not None:
+            _by_rule(layer.body, nested, recorded)
 
 
 def is_tf_keras_model(obj) -> bool:

@@ -18,7 +18,6 @@ from dataclasses import replace
 import keras
 
 from ...ir import Graph, KgraftError, TensorType, UnsupportedModelError, lower_config
-from ...ir.lower import RECORDED_TRAINING_WINS
 from . import legacy
 from .classes import check_classes, iter_layers
 from .internals import graph_config, is_graph_model, unserializable_layer
@@ -40,8 +39,7 @@ def lower(model_or_path, custom_objects: dict | None = None, *, safe_mode: bool 
     correct_types(graph)
     record_masks(graph, model)
     graph.meta.update(source=model, custom_objects=dict(custom_objects or {}))
-    if legacy.is_tf_keras_model(model) or isinstance(model, legacy.RecordedTrainingModel):
-        graph.meta[RECORDED_TRAINING_WINS] = True
+    legacy.set_training_rule(graph, model)
     return graph
 
 
