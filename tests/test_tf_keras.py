@@ -490,6 +490,16 @@ def test_mc_dropout_of_tf_keras_2_stays_active(tk, training):
         assert_dropped(b_mc @ kernel + bias, mc, f"{what}: mc, training={training}")
 
 
+def test_interpreter_follows_the_rule_of_the_graph(tk):
+    """The interpreter (the equivalence check's) runs a result as it runs: recorded training wins."""
+    from kgraft.backends.keras.interpret import Interpreter
+
+    result = kgraft.flatten(mc_dropout(tk), check=False)
+    x = np.random.default_rng(4).standard_normal((32, 16)).astype("float32")
+    b_bd, b_mc, _ = Interpreter(kgraft.lower(result), result, training=False).run([x])
+    assert_dropped(b_bd, b_mc, "interpreted inner_mc")
+
+
 # ---------------------------------------------------------------------------- tf.keras 2 masks
 IDS = np.array([[3, 5, 7, 0, 0], [1, 2, 3, 4, 6], [9, 0, 0, 0, 0]], "int32")  # padded with 0
 
