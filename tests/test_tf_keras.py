@@ -27,6 +27,7 @@ from kgraft.ir import partitions_of
 from kgraft import KgraftError, UnknownLayerError, UnsupportedModelError, passes
 from kgraft.backends.keras import build
 from kgraft.ir import ValueRef, parse, verify
+from kgraft.ir.lower import RECORDED_TRAINING_WINS
 
 ATOL = 1e-5
 
@@ -405,7 +406,7 @@ def test_training_rule_of_tf_keras_2(tk, training, tmp_path):
     assert_close(through_numpy(kgraft.split(flat, "bn"), PROBE, training), expected, "split of the flattened")
     # the rule is what makes it right: by Keras 3's, the base would follow training=True
     graph = kgraft.lower(model)
-    graph.meta = {k: v for k, v in graph.meta.items() if k != "recorded_training_wins"}
+    graph.meta = {k: v for k, v in graph.meta.items() if k != RECORDED_TRAINING_WINS}
     keras3 = np.asarray(build(passes.inline_nested(graph))(PROBE, training=training))
     assert (float(np.max(np.abs(keras3 - expected[0]))) > 1e-3) is training
 
@@ -506,8 +507,9 @@ IDS = np.array([[3, 5, 7, 0, 0], [1, 2, 3, 4, 6], [9, 0, 0, 0, 0]], "int32")  # 
 
 def masked_sequential(tk):
     L = tk.layers
-    return randomized(tk.Sequential([tk.Input((None,), dtype="int32"), L.Embedding(20, 4, mask_zero=True, name="embedding"),
-                                     L.LSTM(4, name="lstm")], name="seq"))
+    return randomized(tk.Sequential([tk.Input((None,), dtype="int32"),
+                                     L.Embedding(20, 4, mask_zero=True, name="embedding"), L.LSTM(4, name="lstm")],
+                                    name="seq"))
 
 
 def masked_nested(tk):
@@ -519,7 +521,8 @@ def masked_nested(tk):
     return randomized(tk.Model(x, L.LSTM(4, name="lstm")(L.Dropout(0.1, name="drop")(enc(x))), name="outer"))
 
 
-@pytest.mark.parametrize("make, at", [(masked_sequential, "embedding"), (masked_nested, "enc"), (masked_nested, "drop")])
+@pytest.mark.parametrize("make, at", [(masked_sequential, "embedding"), (masked_nested, "enc"),
+                                      (masked_nested, "drop")])
 def test_tf_keras_mask_crosses_the_cut_explicitly(tk, make, at):
     model = make(tk)
     expected = np.asarray(model(IDS))

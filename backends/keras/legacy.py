@@ -27,8 +27,8 @@ from ...ir import INPUT_CLASS, Graph, KgraftError, TensorType, UnsupportedModelE
 from ...ir.lower import RECORDED_TRAINING_WINS
 from .internals import Functional, set_keras_mask, unpack_singleton
 
-__all__ = ["RecordedTrainingModel", "set_training_rule", "is_tf_keras_model", "model_classes", "call_outputs", "fill_types", "to_keras3",
-           "file_keras_version", "tf_keras_reason", "load_file", "INSTALL_HINT"]
+__all__ = ["RecordedTrainingModel", "set_training_rule", "is_tf_keras_model", "model_classes", "call_outputs",
+           "fill_types", "to_keras3", "file_keras_version", "tf_keras_reason", "load_file", "INSTALL_HINT"]
 
 INSTALL_HINT = ("Install tf_keras, the tf.keras 2 package matching your TensorFlow (pip install tf_keras), "
                 "and kgraft will read the file with it.")
