@@ -389,14 +389,16 @@ def through_numpy(parts, x, training: bool) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("training", [False, True])
 def test_training_rule_of_tf_keras_2(tk, training, tmp_path):
-    """Each layer runs in its tf.keras 2 mode: flattened, rebuilt nested, saved and loaded, with a
-    head added, split (parts fed numpy), and split again after flatten (a result read back)."""
+    """Each layer runs in its tf.keras 2 mode: flattened (also from the source's .h5), rebuilt nested,
+    saved and loaded, with a head added, split (parts fed numpy), and split again after flatten."""
     keras.utils.set_random_seed(0)
     expected = [np.asarray(transfer(tk)(PROBE, training=training))]  # a fresh source: training updates BN
     model = transfer(tk)
+    model.save(tmp_path / "transfer.h5")
     flat = kgraft.flatten(model)
     flat.save(tmp_path / "flat.keras")
     results = {"flatten": flat, "build": build(kgraft.lower(model)),
+               "from .h5": kgraft.flatten(tmp_path / "transfer.h5"),
                "loaded": keras.saving.load_model(tmp_path / "flat.keras")}
     for what, result in results.items():
         assert_close([np.asarray(result(PROBE, training=training))], expected, f"{what}, training={training}")
