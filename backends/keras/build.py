@@ -21,11 +21,13 @@ from typing import Any
 import keras
 import networkx as nx
 
-from ...ir import INPUT_CLASS, Graph, KgraftError, Layer, TensorType, ValueRef, partitions_of, verify
+from ...ir import (INPUT_CLASS, Graph, KgraftError, Layer, TensorType, ValueRef, partitions_of,
+                   recorded_training_wins, verify)
 from ...ir.graph import nested_call_inputs
 from .classes import check_classes, classes_from_handles, iter_layers
 from .arguments import call_arguments
 from .internals import SafeModeScope, deserialize_layer
+from .legacy import RecordedTrainingModel
 from .masks import MASK_CLASSES
 from .state import copy_state
 from .weight_plan import copy_planned_weights, shape_error
@@ -42,7 +44,7 @@ def build(graph: Graph, *, weights: bool = True):
     verify(graph)
     custom = {**MASK_CLASSES, **classes_from_handles(graph), **graph.meta.get("custom_objects", {})}
     check_classes(graph, custom, f"model {graph.name!r}")
-    builder = _Builder(custom)
+    builder = _Builder(custom, RecordedTrainingModel if _keeps_recorded_training(graph) else keras.Model)
     # Lambda code in the IR came from a live model or a file the user opted into
     # (safe_mode=False at load time), so rebuilding it runs nothing new.
     with SafeModeScope(False), keras.saving.custom_object_scope(custom):
@@ -80,10 +82,11 @@ def copy_weights(graph: Graph, model) -> None:
 
 
 class _Builder:
-    """Layer objects by weight owner, and the IR layer each was made from."""
+    """Layer objects by weight owner, and the IR layer each was made from; models of
+    ``model_class`` (the graph's training rule, nested models included)."""
 
-    def __init__(self, custom_objects: dict):
-        self.custom = custom_objects
+    def __init__(self, custom_objects: dict, model_class: type):
+        self.custom, self.model_class = custom_objects, model_class
         self.objects: dict[Any, Any] = {}
         self.made: list[tuple[Layer, Any]] = []
 
@@ -139,7 +142,7 @@ class _Builder:
             values[node.id] = keras.tree.flatten(result)
         ins = [values[i][0] for i in graph.inputs]
         outs = [values[r.node][r.index] for r in graph.outputs]
-        return _assembled(name, lambda: keras.Model(
+        return _assembled(name, lambda: self.model_class(
             dict(zip(graph.input_keys, ins)) if graph.input_keys is not None else ins[0] if len(ins) == 1 else ins,
             dict(zip(graph.output_keys, outs)) if graph.output_keys is not None
             else outs[0] if len(outs) == 1 else outs,
@@ -246,6 +249,16 @@ def _produced(graph: Graph, values: dict[str, list], user, ref: ValueRef):
                           f"{len(produced)} tensor(s); the model config's inbound nodes name a tensor that "
                           "does not exist: fix or re-save the model")
     return produced[ref.index]
+
+
+def _keeps_recorded_training(graph: Graph) -> bool:
+    """Whether the result must keep tf.keras 2's training rule: the graph follows it and a call
+    (nested ones included) records a ``training`` (else a plain Functional behaves the same)."""
+    def records(g: Graph) -> bool:
+        return any(node.kwargs.get("training") is not None or (g.layers[node.layer].body is not None
+                   and records(g.layers[node.layer].body)) for node in g.nodes())
+
+    return recorded_training_wins(graph) and records(graph)
 
 
 def _call_order(graph: Graph) -> list:

@@ -13,13 +13,16 @@ from __future__ import annotations
 import copy
 
 import keras
-from keras.src.models.functional import Functional, functional_like_constructor, make_node_key, serialize_node
+from keras.src.backend import set_keras_mask
+from keras.src.models.functional import (Functional, functional_like_constructor, make_node_key, serialize_node,
+                                         unpack_singleton)
 from keras.src.saving import serialization_lib
 from keras.src.legacy.saving import saving_utils
 from keras.src.saving.serialization_lib import SafeModeScope, deserialize_keras_object
 
 __all__ = ["Functional", "SafeModeScope", "deserialize_keras_object", "deserialize_layer", "graph_config",
-           "is_graph_model", "sublayers", "call_nodes", "unserializable_layer"]
+           "is_graph_model", "sublayers", "call_nodes", "unserializable_layer", "set_keras_mask",
+           "unpack_singleton"]
 
 
 def is_graph_model(obj) -> bool:

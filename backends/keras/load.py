@@ -38,9 +38,9 @@ def lower(model_or_path, custom_objects: dict | None = None, *, safe_mode: bool 
         legacy.to_keras3(graph)
     _attach(graph, model)
     correct_types(graph)
-    if not legacy.is_tf_keras_model(model):
-        record_masks(graph, model)
+    record_masks(graph, model)
     graph.meta.update(source=model, custom_objects=dict(custom_objects or {}))
+    legacy.set_training_rule(graph, model)
     return graph
 
 
