@@ -238,6 +238,25 @@ def test_sessions_created_once_and_batch_free(resblock, exports, monkeypatch):
     assert len(created) == 6
 
 
+def test_bound_chain_runs_again_without_touching_earlier_results(resblock, exports):
+    """The chain binds each session's outputs once per input shape and runs into that memory
+    again; what a run returned is the caller's own (a later run does not overwrite it), a new
+    batch size binds anew, and the pass-through r1 reaches the last partition."""
+    pipeline = konnx.OnnxPipeline(exports["through"]["dir"])
+    x, y = rand((3, 16, 16, 3), seed=5), rand((3, 16, 16, 3), seed=6)
+    first = pipeline.run(x)[0]
+    kept = first.copy()
+    cut = pipeline.run_all(x)["r1"]
+    for a in (y, x, y):  # the bound path: same shapes
+        (got,) = pipeline.run(a)
+        assert np.max(np.abs(got - keras_out(resblock, a)[0])) <= 1e-4
+    np.testing.assert_array_equal(first, kept)
+    assert np.max(np.abs(cut - pipeline.run_all(y)["r1"])) > 1e-3  # r1 is y's now, the array x's still
+    for batch in (1, 3):
+        a = rand((batch, 16, 16, 3), seed=batch)
+        assert np.max(np.abs(pipeline.run(a)[0] - keras_out(resblock, a)[0])) <= 1e-4
+
+
 def test_input_forms_and_errors(resblock, exports):
     man, x = exports["single"], rand((2, 16, 16, 3))
     want = kgraft.run_onnx(man, x)[0]
