@@ -25,8 +25,8 @@ __all__ = ["OnnxPipeline", "SessionChain", "load", "run_onnx", "read_manifest", 
 
 def session_options(threads: int | None = None):
     """ONNX Runtime session options with ``threads`` intra-op threads (None: ONNX Runtime's default,
-    one per core), which do not spin once a run ends. ``threads=1`` runs every kernel on the calling thread, so :func:`compute_clock`
-    can time it in CPU time."""
+    one per core), which do not spin once a run ends. ``threads=1`` runs every kernel on the
+    calling thread, so :func:`compute_clock` can time it in CPU time."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -93,9 +93,10 @@ class SessionChain:
     Runs go through IOBinding, prepared once per set of input shapes: every session output is
     written into memory bound to it once (kept warm from run to run, not allocated again), and
     the next session reads it there, so nothing crossing a cut is allocated, copied or turned into
-    numpy. A chain of 4 ResNet50 partitions cost 1.055x the unsplit model without this, 1.02x
-    with it (benchmarks/bench_onnx.py). Outputs whose shape the bound memory does not fit (a shape
-    that depends on values) are run again unbound. One run at a time (a lock): the bound memory is shared.
+    numpy. A chain of 4 ResNet50 partitions cost 1.065x the unsplit model without this, 1.02x
+    with it (benchmarks/bench_onnx.py). When an output's shape follows the values (the bound
+    memory no longer fits it), that run is repeated unbound, and so is every later one. One run
+    at a time (a lock): the bound memory is shared.
     """
 
     def __init__(self, sessions: list):
@@ -103,6 +104,7 @@ class SessionChain:
         self.feeds = [[i.name for i in s.get_inputs()] for s in self.sessions]
         self.fetches = [[o.name for o in s.get_outputs()] for s in self.sessions]
         self._bound = None  # (input shapes, [(binding, names of the inputs given to the chain)], outputs)
+        self._bindable = True  # False once an output's shape changed with the values
         self._lock = threading.Lock()
 
     def run(self, feeds: dict[str, np.ndarray], fetch: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -125,7 +127,7 @@ class SessionChain:
                     binding.bind_cpu_input(name, feeds[name])
                 session.run_with_iobinding(binding)
         except Exception:  # noqa: BLE001 (an output shape changed with the values: run unbound)
-            self._bound = None
+            self._bound, self._bindable = None, False
             return None
         return outputs
 
@@ -146,7 +148,7 @@ class SessionChain:
                 if name not in names:  # (one passed through under its name is the input itself)
                     binding.bind_ortvalue_output(name, value)
                     outputs[name] = env[name] = value
-        self._bound = (key, steps, outputs)
+        self._bound = (key, steps, outputs) if self._bindable else None
         return outputs
 
 
