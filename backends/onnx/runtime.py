@@ -93,7 +93,7 @@ class SessionChain:
     Runs go through IOBinding, prepared once per set of input shapes: every session output is
     written into memory bound to it once (kept warm from run to run, not allocated again), and
     the next session reads it there, so nothing crossing a cut is allocated, copied or turned into
-    numpy. A chain of 4 ResNet50 partitions cost 1.065x the unsplit model without this, 1.02x
+    numpy. A chain of 4 ResNet50 partitions cost 1.065x the unsplit model without this, 1.02-1.03x
     with it (benchmarks/bench_onnx.py). When an output's shape follows the values (the bound
     memory no longer fits it), that run is repeated unbound, and so is every later one. One run
     at a time (a lock): the bound memory is shared.
