@@ -93,11 +93,6 @@ def test_extract_from_a_masked_tensor_takes_its_mask():
     assert float(np.max(np.abs(ref - np.asarray(sub([np.asarray(emb(IDS)), IDS != 0]))))) <= 1e-6
 
 
-def test_onnx_refuses_a_masked_cut_by_name(tmp_path):
-    with pytest.raises(CutError, match=r"cut 1 passes 'embedding', which carries a Keras mask .*Embedding"):
-        kgraft.export_onnx(_sequential(), tmp_path / "parts", at="embedding")
-
-
 def test_a_nested_model_called_with_a_mask_is_inlined_with_it():
     i = keras.Input((None, 4), name="seq_in")
     inner = keras.Model(i, L.LSTM(3, name="lstm")(i), name="inner")

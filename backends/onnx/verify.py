@@ -111,6 +111,20 @@ def _numpy(outputs) -> list[np.ndarray]:
     return [np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.tree.flatten(outputs)]
 
 
+def _keras_value(io: dict, computed: dict) -> np.ndarray:
+    """A cut tensor as Keras computes it; for a mask (``mask_of``), the Keras mask that rides on
+    its tensor (all true where Keras has none, as the exported ``KerasMask`` says)."""
+    import keras
+
+    if "mask_of" not in io:
+        return np.asarray(keras.ops.convert_to_numpy(computed[io["name"]]))
+    tensor = computed[io["mask_of"]]
+    mask = getattr(tensor, "_keras_mask", None)
+    if mask is None:
+        return np.ones(tuple(tensor.shape)[:len(io["shape"])], bool)
+    return np.asarray(keras.ops.convert_to_numpy(mask))
+
+
 def _cut_names(pipeline) -> list[str]:
     """Tensors crossing the cuts (not model inputs/outputs), each once, in order."""
     skip = set(pipeline.input_names) | set(pipeline.output_names)
@@ -120,10 +134,12 @@ def _cut_names(pipeline) -> list[str]:
 
 def _keras_feed(source, names: list[str], arrays: list):
     """The arrays as the Keras model takes them: one, a list, or a dict (a model built on a dict of
-    inputs, as keras_hub backbones are), matched by input name."""
-    if isinstance(source.input, dict):
+    inputs, as keras_hub backbones are), matched by input name. (A Sequential model whose
+    Functional graph Keras built lazily has no ``input``: it takes one array or a list.)"""
+    structure = getattr(source, "input", None)
+    if isinstance(structure, dict):
         by_name = dict(zip(names, arrays))
-        return {key: by_name.get(tensor.name, by_name.get(key)) for key, tensor in source.input.items()}
+        return {key: by_name.get(tensor.name, by_name.get(key)) for key, tensor in structure.items()}
     return arrays[0] if len(arrays) == 1 else arrays
 
 
@@ -154,13 +170,17 @@ def verify(model, manifest_or_dir, inputs=None, atol: float = 1e-4, *, batch: in
     pairs = [(name, "output", k, o) for name, k, o in zip(pipeline.output_names, keras_out, onnx_out)]
     cuts = _cut_names(pipeline) if intermediates else []
     if cuts:
+        import keras
+
         from ...passes import extract
         from ..keras import build, lower
 
-        probe = build(extract(lower(source, custom_objects), outputs=cuts))
         layout = {io["name"]: io for part in pipeline.manifest["partitions"] for io in part["outputs"]}
-        for name, k in zip(cuts, _numpy(probe(feed, training=False))):
-            o = env[name]
+        refs = [n for n in cuts if "mask_of" not in layout[n]]
+        probe = build(extract(lower(source, custom_objects), outputs=refs))
+        computed = dict(zip(refs, keras.tree.flatten(probe(feed, training=False))))
+        for name in cuts:
+            k, o = _keras_value(layout[name], computed), env[name]
             if layout[name].get("layout") == "nchw":  # held channels-first in the files
                 o = np.transpose(o, np.argsort(layout[name]["perm"]))
             pairs.append((name, "cut", k, o))
