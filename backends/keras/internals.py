@@ -16,6 +16,7 @@ import copy
 
 import keras
 from keras.src.backend.common import global_state
+from keras.src.backend.common.stateless_scope import in_stateless_scope
 from keras.src.models.functional import Functional, functional_like_constructor, make_node_key, serialize_node
 from keras.src.saving import serialization_lib
 from keras.src.legacy.saving import saving_utils
@@ -137,7 +138,6 @@ def deserialize_layer(entry: dict, custom_objects: dict):
     return deserialize_keras_object(entry, custom_objects=custom_objects)
 
 
-
 class _Deferring(keras.StatelessScope):
     """A ``StatelessScope`` that also keeps the variables it records updates of (Keras keys them by id)."""
 
@@ -159,7 +159,7 @@ def deferred_initialization():
     So a layer rebuilt and then given its source's state pays neither for random initial values
     that would be overwritten nor for the overwrite. Inside a caller's own ``StatelessScope``
     nothing is deferred: that scope decides what updates mean."""
-    if keras.src.backend.in_stateless_scope():
+    if in_stateless_scope():
         yield
         return
     pending = global_state.get_global_attribute("uninitialized_variables", [], set_to_default=True)
@@ -168,8 +168,7 @@ def deferred_initialization():
     try:
         with scope:
             yield
-        created = pending[start:]
-        for variable in created:
+        for variable in pending[start:]:
             value = scope.state_mapping.pop(id(variable), None)
             if value is not None:
                 variable._initializer = lambda shape, dtype, value=value: value
