@@ -172,6 +172,52 @@ def test_split_carries_state_through_numpy():
     _close(model(x), tail(np.asarray(head(x))))
 
 
+class FromTensor(L.Layer):
+    """Creates its variable from a tensor, which Keras forbids while initialization is deferred."""
+
+    def build(self, shape):
+        self.w = keras.Variable(np.linspace(1.0, 2.0, shape[-1]).astype("float32"), name="w")
+
+    def call(self, x):
+        return x * self.w
+
+
+def test_copied_state_is_the_initial_value_and_the_rest_is_initialized():
+    """The builder defers initialization: a copied variable starts as its source's value, one not
+    copied runs its own initializer, and Keras's deferred-variable registry is left empty."""
+    x = keras.Input((4,), name="x")
+    y = L.Dense(3, kernel_initializer=keras.initializers.Constant(0.25), bias_initializer="ones", name="const")(x)
+    model = keras.Model(x, L.Dense(2, name="glorot")(L.Dropout(0.5, seed=1, name="drop")(y)))
+    model.get_layer("const").kernel.assign(np.full((4, 3), -3.0, "float32"))
+    data = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
+    flat = kgraft.flatten(model)
+    _close(model(data), flat(data))
+    assert flat(data, training=True).shape == (2, 2)  # the Dropout's seed state is initialized
+    assert np.all(np.asarray(flat.get_layer("const").kernel) == -3.0)
+    flat.get_layer("const").kernel.assign(np.zeros((4, 3), "float32"))  # the result owns its values
+    assert np.all(np.asarray(model.get_layer("const").kernel) == -3.0)
+    fresh = kgraft.build(kgraft.lower(model), weights=False)
+    assert np.all(np.asarray(fresh.get_layer("const").kernel) == 0.25)
+    assert np.all(np.asarray(fresh.get_layer("const").bias) == 1.0)
+    glorot = np.asarray(fresh.get_layer("glorot").kernel)
+    assert glorot.std() > 0.1 and not np.allclose(glorot, np.asarray(model.get_layer("glorot").kernel))
+    for result in (flat, fresh):
+        for layer in model.layers:
+            assert result.get_layer(layer.name).get_config() == layer.get_config()
+    with keras.StatelessScope():  # would raise "already initialized" if the builder left its variables there
+        pass
+
+
+def test_a_variable_made_from_a_tensor_is_built_without_deferring():
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, L.Dense(2, name="out")(FromTensor(name="ft")(x)))
+    model.get_layer("ft").w.assign(np.array([5.0, -1.0, 0.5, 2.0], "float32"))
+    data = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
+    flat = kgraft.flatten(model)
+    _close(model(data), flat(data))
+    np.testing.assert_array_equal(np.asarray(flat.get_layer("ft").w), [5.0, -1.0, 0.5, 2.0])
+
+
 # ---------------------------------------------------------------------------- 4. one owner per weight
 def test_a_layer_shared_by_two_nested_models_stays_one():
     shared = L.Dense(12, name="shared")

@@ -8,7 +8,9 @@ tied to the output projection) is one layer object with one set of variables in 
 in the source. A config cannot say that; a graph of calls can.
 
 State is then copied the way Keras's saving carries it (:mod:`.state`): variables, assets
-(vocabularies), and what ``load_own_variables`` finalizes (Normalization statistics).
+(vocabularies), and what ``load_own_variables`` finalizes (Normalization statistics). Variable
+initialization is deferred meanwhile, so that a copied variable's first value is its source's
+(no random initial values drawn only to be overwritten); the others run their own initializers.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ...ir import (INPUT_CLASS, Graph, KgraftError, Layer, TensorType, ValueRef,
 from ...ir.graph import nested_call_inputs
 from .classes import check_classes, classes_from_handles, iter_layers
 from .arguments import call_arguments
-from .internals import SafeModeScope, deserialize_layer
+from .internals import SafeModeScope, deferred_initialization, deserialize_layer
 from .legacy import RecordedTrainingModel
 from .masks import MASK_CLASSES
 from .state import copy_state
@@ -44,6 +46,19 @@ def build(graph: Graph, *, weights: bool = True):
     verify(graph)
     custom = {**MASK_CLASSES, **classes_from_handles(graph), **graph.meta.get("custom_objects", {})}
     check_classes(graph, custom, f"model {graph.name!r}")
+    try:  # see deferred_initialization: no copied variable pays for initial values it never keeps
+        with deferred_initialization():
+            return _build(graph, custom, weights)
+    except Exception:  # a layer Keras cannot build with initialization deferred (see _build)
+        return _build(graph, custom, weights)
+
+
+def _build(graph: Graph, custom: dict, weights: bool):
+    """The model, its layers built as Keras builds them (configs and initializers unchanged). Under
+    ``deferred_initialization`` each copied variable's initial value is its source's value, and
+    only the variables not copied run their initializers. A layer that creates a variable from a
+    tensor (which Keras forbids while initialization is deferred) fails that build, and ``build``
+    builds again without deferring."""
     builder = _Builder(custom, RecordedTrainingModel if _keeps_recorded_training(graph) else keras.Model)
     # Lambda code in the IR came from a live model or a file the user opted into
     # (safe_mode=False at load time), so rebuilding it runs nothing new.
