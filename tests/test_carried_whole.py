@@ -267,3 +267,17 @@ def test_unknown_ref_into_an_opaque_model_lists_names():
     with pytest.raises(RefError) as info:
         kgraft.extract(model, "nope/inner")
     assert "ValueRef(" not in str(info.value)
+
+
+def test_a_call_site_that_exists_once_a_nested_model_is_inlined():
+    """``shared@1`` names the call inside the nested model (top-level call sites keep their
+    indices, inlined ones come after): valid after inlining, as split_points reports refs, so
+    extract and split inline first (found by the hypothesis generator)."""
+    shared = L.Dense(4, name="shared")
+    i = keras.Input((4,), name="i")
+    inner = keras.Model(i, L.ReLU(name="relu")(shared(i)), name="inner")
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, L.Concatenate(name="cat")([inner(x), shared(L.Dense(4, name="pre")(x))]))
+    data = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
+    _close(shared(data), kgraft.extract(model, "shared@1")(data))
+    _close(shared(model.get_layer("pre")(data)), kgraft.extract(model, "shared@0")(data))
