@@ -716,6 +716,37 @@ def test_spec_strategy_covers_the_features():
     assert all(seen[k] > 0 for k in wanted), [k for k in wanted if not seen[k]]
 
 
+def test_the_properties_catch_broken_results():
+    """The comparisons can fail: on a generated model with a mask, noise under a recorded
+    ``training=True`` and a frozen sub-model with one layer unfrozen, a result with a flag
+    flipped, noise drawn from elsewhere, or a mask lost at a cut does not pass."""
+    spec = Spec(widths=(4,), ops=(("seq", "ids", None, "producer", "lstm", 4, False),
+                                  ("nested", "functional", False, 0, 4, None, True, True, 0),
+                                  ("shared", 0, 0, 4, "nested"), ("concat", (1, 2)), ("concat", (5, 3)),
+                                  ("concat", (6, 4))), outputs=(7,))
+    s = subject(spec)
+    flat = kgraft.flatten(s.model)
+    assert_composes([flat], s, "flatten")
+    assert_same_weights(s.model, [flat], "flatten")
+    flat.get_layer("sub1_dense0").trainable = False  # the one layer unfrozen in the frozen sub-model
+    with pytest.raises(AssertionError, match="trainable_weights"):
+        assert_same_weights(s.model, [flat], "flatten")
+    for mode in (True, None):  # noise drawn (the call records training=True): reseeding is what makes it equal
+        predict(flat, s.x, mode)
+        with pytest.raises(AssertionError, match="max abs diff"):
+            assert_close(predict(flat, s.x, mode, reseeded=False), s.expected[mode])
+    assert numerics.close(predict(flat, s.x, False, reseeded=False), s.expected[False])  # no noise drawn
+    # the mask crosses a cut as an input of its own, and it matters
+    oracle = Oracle(flat, s.flat, s.x)
+    cut = [resolve(s.flat, "emb0")]
+    sub = build(passes.extract(s.graph, outputs=["lstm0"], inputs=["emb0"]))
+    feed = oracle.feed(inline_if_needed(s.graph, ["emb0"]), cut, False)
+    assert len(feed) == 2 and feed[1].dtype == bool and not feed[1].all()
+    assert_close(predict(sub, feed), [oracle("lstm0")])
+    with pytest.raises(AssertionError, match="max abs diff"):
+        assert_close(predict(sub, [feed[0], np.ones_like(feed[1])]), [oracle("lstm0")])
+
+
 @pytest.mark.slow
 @settings(SLOW, max_examples=6)
 @given(spec=specs(), data=st.data())
