@@ -13,9 +13,12 @@ again; sequence branches feed padded integer ids to ``Embedding(mask_zero=True)`
 floats to ``Masking``, the mask made or consumed (LSTM, GRU, SimpleRNN, GlobalAveragePooling1D,
 self-attention) inside a nested model or not.
 
-For every model, under ``training=False``, ``training=True`` and unset (every stochastic layer's
-seed generator reset before each run, so source and result draw the same noise; a result whose
-noise is drawn differently is shown to fail), with split parts fed numpy arrays: ``flatten``
+For every model, under ``training=False`` and ``training=True`` (and unset, where a nested call's
+own ``training`` decides, for ``flatten`` and ``split`` at a split point), every stochastic layer's
+seed generator reset before each run so that source and result draw the same noise (a result
+whose noise is drawn differently is shown to fail), with split parts fed numpy arrays (a mask
+that crosses a cut as a boolean array of its own) and the weights' trainable flags compared by
+name, shape and value: ``flatten``
 keeps the numbers, the sharing and the trainable/non-trainable weights; ``split_points`` equals a
 brute-force oracle; ``extract`` of random intermediate tensors (from the model inputs, and from
 a random separator) matches the same tensors computed by Keras; ``split`` at a random split
