@@ -50,6 +50,9 @@ def inline(graph: Graph) -> Graph:
     owners = {id(l.handle): l for l in graph.layers.values() if l.body is None and l.handle is not None}
     final = {layer.path: owners.setdefault(id(layer.handle), layer) if layer.handle is not None else layer
              for layer in _settle(graph, first_call).visited.values()}
+    for layer in _inner_layers(graph):  # a layer object two nested models share is settled under one path
+        if layer.path not in final and layer.handle is not None and id(layer.handle) in owners:
+            final[layer.path] = owners[id(layer.handle)]
     new = Graph(graph.name, "Functional")
     new.meta = graph.meta
     next_call = {name: len(graph.call_sites(name)) for name, l in graph.layers.items() if l.body is None}
@@ -175,16 +178,22 @@ def _inner_names(graph: Graph, nested: dict[str, Layer], inner: dict[str, _Level
     """New names of inlined layers, per nested layer: a name is kept if unique, else replaced by
     the qualified path joined by ``_`` (made unique), given in the order inlining adds the
     layers. Only the changes are listed."""
-    outer = {name for name, layer in graph.layers.items() if layer.body is None}
-    counts = Counter(n for nest in nested for n in inner[nest].named) if len(nested) > 1 else None
+    outer = {name: _owner(layer) for name, layer in graph.layers.items() if layer.body is None}
+    # owners of each name across the nested models: one layer object in two of them is no clash
+    owners = Counter(n for n, _ in {(n, _owner(l)) for nest in nested for n, l in inner[nest].named.items()}) \
+        if len(nested) > 1 else None
     taken = ChainMap(dict.fromkeys(outer), *(inner[nest].named for nest in nested), {})  # a new name avoids
     renames: dict[str, dict[str, str]] = {}
     for nest in nested:
         table, in_order = inner[nest].named, inner[nest].in_order
-        if counts is None and not in_order:  # one nested model: its names clash only with outer ones
-            clashes = [n for n in outer if n in table]
+
+        def clash(n: str) -> bool:
+            return n in outer and outer[n] != _owner(table[n]) or owners is not None and owners[n] > 1
+
+        if owners is None and not in_order:  # one nested model: its names clash only with outer ones
+            clashes = [n for n in outer if n in table and clash(n)]
         else:
-            clashes = [n for n in table if n in outer or counts is not None and counts[n] > 1]
+            clashes = [n for n in table if clash(n)]
         if not in_order:
             clashes.sort(key=lambda n: first_call[table[n].path])
         renames[nest] = {}
@@ -192,6 +201,21 @@ def _inner_names(graph: Graph, nested: dict[str, Layer], inner: dict[str, _Level
             renames[nest][name] = new = unique_name("_".join(table[name].path), taken)
             taken.maps[-1][new] = None
     return renames
+
+
+def _inner_layers(graph: Graph):
+    """The layers of every nested model of ``graph``, at any depth (nested models aside)."""
+    for layer in graph.layers.values():
+        if layer.body is not None:
+            for inner in layer.body.layers.values():
+                if inner.body is None:
+                    yield inner
+            yield from _inner_layers(layer.body)
+
+
+def _owner(layer: Layer) -> int:
+    """Which weight owner a layer is: its source layer object (else the IR layer itself)."""
+    return id(layer.handle) if layer.handle is not None else id(layer)
 
 
 def _training(node, body: Graph):

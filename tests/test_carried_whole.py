@@ -313,3 +313,34 @@ def test_unknown_ref_into_an_opaque_model_lists_names():
     with pytest.raises(RefError) as info:
         kgraft.extract(model, "nope/inner")
     assert "ValueRef(" not in str(info.value)
+
+
+def test_a_call_site_that_exists_once_a_nested_model_is_inlined():
+    """``shared@1`` names the call inside the nested model (top-level call sites keep their
+    indices, inlined ones come after): valid after inlining, as split_points reports refs, so
+    extract and split inline first (found by the hypothesis generator)."""
+    shared = L.Dense(4, name="shared")
+    i = keras.Input((4,), name="i")
+    inner = keras.Model(i, L.ReLU(name="relu")(shared(i)), name="inner")
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, L.Concatenate(name="cat")([inner(x), shared(L.Dense(4, name="pre")(x))]))
+    data = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
+    _close(shared(data), kgraft.extract(model, "shared@1")(data))
+    _close(shared(model.get_layer("pre")(data)), kgraft.extract(model, "shared@0")(data))
+
+
+def test_a_layer_shared_by_two_nested_models_keeps_its_name():
+    """One layer object in two nested models is no name clash: flattened, it is still ``shared``
+    (not ``a_shared`` or ``b_shared``, depending on which nested model came first)."""
+    shared = L.Dense(12, name="shared")
+    a_in, b_in = keras.Input((12,), name="a_in"), keras.Input((12,), name="b_in")
+    a = keras.Model(a_in, L.Dense(12, name="top")(shared(a_in)), name="a")
+    b = keras.Model(b_in, L.Dense(12, name="top")(shared(b_in)), name="b")
+    x = keras.Input((12,), name="x")
+    model = keras.Model(x, L.Add(name="sum")([a(x), b(x)]))
+    flat = kgraft.flatten(model)
+    assert sorted(l.name for l in flat.layers) == ["a_top", "b_top", "shared", "sum", "x"]
+    assert len(flat.get_layer("shared")._inbound_nodes) == 2
+    data = np.random.default_rng(0).normal(size=(2, 12)).astype("float32")
+    _close(model(data), flat(data))
+    _close(shared(data), kgraft.extract(model, "shared@0")(data))

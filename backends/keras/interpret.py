@@ -20,6 +20,7 @@ import numpy as np
 
 from ...ir import Graph, KgraftError, ValueRef, recorded_training_wins
 from .arguments import call_arguments
+from .masks import MASK_CLASSES
 
 __all__ = ["Interpreter"]
 
@@ -102,7 +103,13 @@ class Interpreter:
         op = self._ops.get(name)
         if op is None:
             layer = self.graph.layers[name]
-            op = layer.handle if layer.handle is not None else self._find(layer.path or (layer.name,))
+            if layer.handle is not None:
+                op = layer.handle
+            elif layer.class_name in MASK_CLASSES:  # a pass may add them (at a cut, for a nested
+                # call's mask=): they have no source layer to find, and no state
+                op = MASK_CLASSES[layer.class_name].from_config(layer.config)
+            else:
+                op = self._find(layer.path or (layer.name,))
             self._ops[name] = op
         return op
 
