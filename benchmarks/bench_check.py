@@ -5,15 +5,17 @@ The check (:mod:`kgraft.equivalence`) runs the source model and the result once 
 inputs and compares their outputs; this measures what that adds, in one process, against:
 
 * the same operation with ``check=False`` (the ratio is the check's cost);
-* Keras's own rebuild, ``keras.Model.from_config(model.get_config())`` + ``set_weights(get_weights())``
-  (a fresh config each time: Keras 3.15's ``from_config`` consumes its argument). Target: ``split``
-  with the check <= 1.3x, without it <= 1.0x.
+* Keras's own rebuild, :func:`timing.keras_rebuild` (``from_config`` on a deep copy of the
+  config, then ``set_weights``). Target: ``split`` with the check <= 1.3x, without it <= 1.0x;
+* ``forward``: one eager call of the source model on the check's probe inputs, the unit the
+  check is made of (it costs two: the source, then the result or the parts chained).
 
 Operations: ``split`` at the middle split point, ``flatten``, ``extract`` of the same tensor. Runs
-are interleaved, the order rotating each round, after one warm-up of each; medians of wall and
-process CPU time. Before timing, every result is compared with the source model (check=True
-passing is that comparison), and the check runs once on a deliberately wrong split, which must
-raise EquivalenceError naming the changed layer; otherwise the script exits 2.
+are interleaved (:func:`timing.interleaved`: the order rotating each round, after one warm-up of
+each); medians of wall and process CPU time. Before timing, every result is compared with the
+source model (check=True passing is that comparison), and the check runs once on a deliberately
+wrong split, which must raise EquivalenceError naming the changed layer; otherwise the script
+exits 2.
 
     python benchmarks/bench_check.py                      # ResNet152 + EfficientNetB7, 128x128x3, 3 rounds
     python benchmarks/bench_check.py --repeats 1 --models ResNet152
@@ -26,28 +28,25 @@ import argparse
 import gc
 import json
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench_build import environment, log, parse_shape  # noqa: E402  (same directory)
+from timing import interleaved, keras_rebuild, medians  # noqa: E402
 
 MODELS = ("ResNet152", "EfficientNetB7")
 OPERATIONS = ("split", "flatten", "extract")
-RUNS = ("keras",) + tuple(f"{op}{suffix}" for op in OPERATIONS for suffix in ("", "+check"))
+RUNS = ("keras", "forward") + tuple(f"{op}{suffix}" for op in OPERATIONS for suffix in ("", "+check"))
 
 
-def run(name: str, model, cut: str):
-    import keras
-
+def run(name: str, model, cut: str, probe: list):
     import kgraft
 
     if name == "keras":
-        rebuilt = keras.Model.from_config(model.get_config())
-        rebuilt.set_weights(model.get_weights())
-        return rebuilt
+        return keras_rebuild(model)
+    if name == "forward":
+        return model(probe[0] if len(probe) == 1 else probe, training=False)
     op, _, checked = name.partition("+")
     check = bool(checked)
     if op == "split":
@@ -88,42 +87,39 @@ def bench_model(name: str, shape, repeats: int) -> dict:
     import keras
 
     import kgraft
+    from kgraft.numerics import probe_inputs, rows_needed
 
     log(f"== {name} input_shape={shape}")
     keras.backend.clear_session()
     model = getattr(keras.applications, name)(weights=None, input_shape=shape)
     points = kgraft.split_points(model)
     cut = points[len(points) // 2]
+    graph = kgraft.lower(model)
+    probe = probe_inputs(graph, rows_needed(graph))  # what the check feeds the source
     log(f"   {len(model.layers)} layers, {model.count_params():,} parameters; cut at {cut}")
-    for op in RUNS[1:]:
-        run(op, model, cut)  # +check: raises unless the result equals the source
+    for op in RUNS[2:]:
+        run(op, model, cut, probe)  # +check: raises unless the result equals the source
     caught = prove_it_catches(model, cut)
     log(f"   every result passed its check; a changed bias in {caught!r} was caught and named")
+    del graph
     gc.collect()
 
-    wall = {op: [] for op in RUNS}
-    cpu = {op: [] for op in RUNS}
-    for i in range(repeats + 1):  # round 0 is the warm-up
-        for op in RUNS[i % len(RUNS):] + RUNS[:i % len(RUNS)]:
-            gc.collect()
-            c, t = time.process_time(), time.perf_counter()
-            result = run(op, model, cut)
-            t, c = time.perf_counter() - t, time.process_time() - c
-            del result
-            if i:
-                wall[op].append(t)
-                cpu[op].append(c)
-        if i:
-            log(f"   round {i}/{repeats}: " + "  ".join(f"{op} {wall[op][-1]:.2f}s" for op in RUNS))
-    med = {op: (statistics.median(wall[op]), statistics.median(cpu[op])) for op in RUNS}
+    samples = interleaved({op: (lambda op=op: run(op, model, cut, probe)) for op in RUNS}, repeats,
+                          lambda i, s: log(f"   round {i}/{repeats}: "
+                                           + "  ".join(f"{op} {s[op]['wall'][-1]:.2f}s" for op in RUNS)))
+    med = medians(samples)
     result = {"model": name, "input_shape": list(shape), "layers": len(model.layers), "cut": cut,
-              "repeats": repeats, "caught": caught,
-              "runs": {op: {"wall_s": w, "cpu_s": c, "wall_samples": wall[op]} for op, (w, c) in med.items()}}
+              "repeats": repeats, "caught": caught, "probe_rows": int(probe[0].shape[0]),
+              "runs": {op: {"wall_s": w, "cpu_s": c, "wall_samples": samples[op]["wall"],
+                            "cpu_samples": samples[op]["cpu"]} for op, (w, c) in med.items()}}
+    (kw, kc), (fw, fc) = med["keras"], med["forward"]
     for op in OPERATIONS:
         (w0, c0), (w1, c1) = med[op], med[f"{op}+check"]
         result[op] = {"check_cost_wall": w1 / w0, "check_cost_cpu": c1 / c0,
-                      "vs_keras_wall": w0 / med["keras"][0], "checked_vs_keras_wall": w1 / med["keras"][0],
-                      "checked_vs_keras_cpu": c1 / med["keras"][1]}
+                      "check_s_wall": w1 - w0, "check_s_cpu": c1 - c0,
+                      "check_in_forwards_cpu": (c1 - c0) / fc,
+                      "vs_keras_wall": w0 / kw, "vs_keras_cpu": c0 / kc,
+                      "checked_vs_keras_wall": w1 / kw, "checked_vs_keras_cpu": c1 / kc}
     del model
     keras.backend.clear_session()
     gc.collect()
@@ -133,18 +129,21 @@ def bench_model(name: str, shape, repeats: int) -> dict:
 def report(env: dict, results: list[dict], target: float) -> list[str]:
     lines = [f"machine: {env['cpu']}, {env['cpus']} CPUs, {env['memory_gib']} GiB; python {env['python']}, "
              f"keras {env['keras']}, tensorflow {env['tensorflow']}", "",
-             "| model | Keras rebuild | op | without check | with check | check cost | with check vs Keras |",
-             "|---|---|---|---|---|---|---|"]
+             "| model | Keras rebuild | one forward pass | op | without check | with check | check cost | "
+             "with check vs Keras |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        keras_wall = r["runs"]["keras"]["wall_s"]
+        keras_wall, forward = r["runs"]["keras"]["wall_s"], r["runs"]["forward"]
         for op in OPERATIONS:
             o = r[op]
-            lines.append(f"| {r['model']} | {keras_wall:.2f} s | {op} | {r['runs'][op]['wall_s']:.2f} s "
-                         f"({o['vs_keras_wall']:.2f}x Keras) | {r['runs'][op + '+check']['wall_s']:.2f} s | "
-                         f"**{o['check_cost_wall']:.2f}x** (CPU {o['check_cost_cpu']:.2f}x) | "
+            lines.append(f"| {r['model']} | {keras_wall:.2f} s | {forward['wall_s']:.2f} s (CPU {forward['cpu_s']:.2f} s) "
+                         f"| {op} | {r['runs'][op]['wall_s']:.2f} s ({o['vs_keras_wall']:.2f}x Keras, CPU "
+                         f"{o['vs_keras_cpu']:.2f}x) | {r['runs'][op + '+check']['wall_s']:.2f} s | "
+                         f"**{o['check_cost_wall']:.2f}x** (CPU {o['check_cost_cpu']:.2f}x: {o['check_s_cpu']:.2f} s, "
+                         f"{o['check_in_forwards_cpu']:.1f} forward passes) | "
                          f"**{o['checked_vs_keras_wall']:.2f}x** (CPU {o['checked_vs_keras_cpu']:.2f}x) |")
     lines.append(f"(median of {results[0]['repeats'] if results else 0} interleaved rounds, wall clock (process CPU); "
-                 f"target: split with the check <= {target:.2f}x Keras)")
+                 f"one forward pass: the source model called eagerly on the check's probe "
+                 f"({results[0]['probe_rows'] if results else 1} row); target: split with the check <= {target:.2f}x Keras)")
     return lines
 
 

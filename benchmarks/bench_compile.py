@@ -4,7 +4,9 @@
 Each kgraft operation lowers the model, runs passes and builds new Keras models with the weights
 copied. Its baseline is what a Keras user does to get a copy of the model with its weights:
 
-    m2 = keras.Model.from_config(m.get_config()); m2.set_weights(m.get_weights())
+    m2 = type(m).from_config(copy.deepcopy(m.get_config())); m2.set_weights(m.get_weights())
+
+(``timing.keras_rebuild``; Keras 3.15's ``from_config`` consumes its argument.)
 
 Building the partitions of a split is the same work as rebuilding the model once (every layer is
 built once, every weight copied once), so the target is a ratio <= 1.1 for every operation.
@@ -14,8 +16,9 @@ built once, every weight copied once), so the target is a ratio <= 1.1 for every
 * ``flatten``: the whole model (these models have nothing nested: lower, inline, rebuild);
 * ``extract``: the sub-model from the input to the same middle tensor.
 
-Runs are interleaved, the order rotating each round (keras, split, flatten, extract; then split,
-flatten, extract, keras; ...), after one warm-up of each; medians of wall and process CPU time.
+Runs are interleaved (``timing.interleaved``), the order rotating each round (keras, split, flatten,
+extract; then split, flatten, extract, keras; ...), after one warm-up of each; medians of wall and
+process CPU time.
 Before timing, once per model, the results are checked against the source model on one random
 input (split partitions composed, flatten, extract against the source's own sub-model): outputs
 within 1e-5 or exit 2.
@@ -37,15 +40,14 @@ import gc
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import threading
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench_build import environment, log, parse_shape  # noqa: E402  (same directory)
+from timing import interleaved, keras_rebuild, medians  # noqa: E402
 
 MODELS = ("ResNet152", "EfficientNetB7", "ConvNeXtBase", "NASNetLarge")
 OPERATIONS = ("split", "flatten", "extract")
@@ -68,13 +70,10 @@ def middle_cut(model) -> list[str]:
 
 
 def run_operation(op: str, model, cut: list[str]):
-    import keras
     import kgraft
 
     if op == "keras":
-        rebuilt = keras.Model.from_config(model.get_config())
-        rebuilt.set_weights(model.get_weights())
-        return rebuilt
+        return keras_rebuild(model)
     # the equivalence check's own cost is measured by bench_check.py
     if op == "split":
         return kgraft.split(model, at=[cut], check=False)
@@ -126,28 +125,18 @@ def bench_model(name: str, shape, repeats: int, seed: int) -> dict:
     gc.collect()
 
     ops = ("keras",) + OPERATIONS
-    wall = {op: [] for op in ops}
-    cpu = {op: [] for op in ops}
-    for i in range(repeats + 1):  # round 0 is the warm-up
-        for op in ops[i % len(ops):] + ops[:i % len(ops)]:
-            gc.collect()
-            c, t = time.process_time(), time.perf_counter()
-            result = run_operation(op, model, cut)
-            t, c = time.perf_counter() - t, time.process_time() - c
-            del result
-            if i:
-                wall[op].append(t)
-                cpu[op].append(c)
-        if i:
-            log(f"   round {i}/{repeats}: " + "  ".join(f"{op} {wall[op][-1]:.2f}s" for op in ops))
-    keras_wall, keras_cpu = statistics.median(wall["keras"]), statistics.median(cpu["keras"])
+    samples = interleaved({op: (lambda op=op: run_operation(op, model, cut)) for op in ops}, repeats,
+                          lambda i, s: log(f"   round {i}/{repeats}: "
+                                           + "  ".join(f"{op} {s[op]['wall'][-1]:.2f}s" for op in ops)))
+    med = medians(samples)
+    keras_wall, keras_cpu = med["keras"]
     result = {"model": name, "input_shape": list(shape), "layers": len(model.layers),
               "parameters": int(model.count_params()), "cut": cut, "repeats": repeats, "max_abs_diff": worst,
-              "keras": {"wall_s": keras_wall, "cpu_s": keras_cpu, "wall_samples": wall["keras"]}}
+              "keras": {"wall_s": keras_wall, "cpu_s": keras_cpu, "wall_samples": samples["keras"]["wall"]}}
     for op in OPERATIONS:
-        w, c = statistics.median(wall[op]), statistics.median(cpu[op])
+        w, c = med[op]
         result[op] = {"wall_s": w, "cpu_s": c, "wall_ratio": w / keras_wall, "cpu_ratio": c / keras_cpu,
-                      "wall_samples": wall[op]}
+                      "wall_samples": samples[op]["wall"]}
     del model
     keras.backend.clear_session()
     gc.collect()

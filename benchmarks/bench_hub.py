@@ -23,22 +23,19 @@ same number of variables: GPT-2's tied embedding stays one); a mismatch exits wi
 from __future__ import annotations
 
 import argparse
-import copy
 import cProfile
-import gc
 import io
 import json
 import os
 import pstats
 import re
-import statistics
 import sys
-import time
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench_build import environment, log  # noqa: E402  (same directory)
+from timing import interleaved, keras_rebuild, medians  # noqa: E402
 
 TINY = dict(num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, vocabulary_size=50, max_sequence_length=8)
 MODELS = ("bert", "gpt2")
@@ -58,9 +55,7 @@ def run(name: str, model):
     import kgraft
 
     if name == "keras":
-        rebuilt = type(model).from_config(copy.deepcopy(model.get_config()))
-        rebuilt.set_weights(model.get_weights())
-        return rebuilt
+        return keras_rebuild(model)
     return kgraft.flatten(model, check=name.endswith("+check"))
 
 
@@ -126,24 +121,13 @@ def bench_model(name: str, repeats: int, show_profile: bool) -> dict:
     diff = prove_same(model)
     log(f"   every result equals the source (max abs diff {diff:.3g}, same variable count)")
 
-    wall = {op: [] for op in RUNS}
-    cpu = {op: [] for op in RUNS}
-    for i in range(repeats + 1):  # round 0 is the warm-up
-        for op in RUNS[i % len(RUNS):] + RUNS[:i % len(RUNS)]:
-            gc.collect()
-            c, t = time.process_time(), time.perf_counter()
-            result = run(op, model)
-            t, c = time.perf_counter() - t, time.process_time() - c
-            del result
-            if i:
-                wall[op].append(t)
-                cpu[op].append(c)
-    med = {op: (statistics.median(wall[op]), statistics.median(cpu[op])) for op in RUNS}
+    samples = interleaved({op: (lambda op=op: run(op, model)) for op in RUNS}, repeats)
+    med = medians(samples)
     base_wall, base_cpu = med["keras"]
     result = {"model": name, "config": TINY, "layers": len(model.layers), "variables": len(model.weights),
               "repeats": repeats, "max_abs_diff": diff,
               "runs": {op: {"wall_s": w, "cpu_s": c, "vs_keras_wall": w / base_wall, "vs_keras_cpu": c / base_cpu,
-                            "wall_samples": [round(s, 4) for s in wall[op]]} for op, (w, c) in med.items()}}
+                            "wall_samples": [round(s, 4) for s in samples[op]["wall"]]} for op, (w, c) in med.items()}}
     if show_profile:
         result["profile"] = profile(model)
     return result
