@@ -23,9 +23,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ...ir import KgraftError
+from ...numerics import max_abs_diff, typed_inputs
 from .runtime import load
 
-__all__ = ["verify", "VerifyReport", "OutputDiff", "OnnxMismatchError", "random_inputs"]
+__all__ = ["verify", "VerifyReport", "OutputDiff", "OnnxMismatchError", "manifest_inputs"]
 
 
 class OnnxMismatchError(KgraftError):
@@ -81,28 +82,9 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def random_inputs(inputs: list[dict], batch: int = 2, seed: int = 0, small: int = 3) -> list[np.ndarray]:
-    """Random arrays for manifest inputs (unknown dims -> ``small``)."""
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for io in inputs:
-        shape = [batch if i == 0 else (small if d is None else d) for i, d in enumerate(io["shape"])]
-        dtype = np.dtype(io["dtype"])
-        if np.issubdtype(dtype, np.integer):
-            arrays.append(rng.integers(0, 5, size=shape).astype(dtype))
-        elif dtype == np.bool_:
-            arrays.append(rng.integers(0, 2, size=shape).astype(bool))
-        else:
-            arrays.append(rng.standard_normal(shape).astype(dtype))
-    return arrays
-
-
-def _diff(a: np.ndarray, b: np.ndarray) -> float:
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
-    d = np.where(same, 0.0, np.abs(a64 - b64))
-    d = np.where(np.isnan(d), np.inf, d)
-    return float(d.max()) if d.size else 0.0
+def manifest_inputs(inputs: list[dict], batch: int = 2, seed: int = 0) -> list[np.ndarray]:
+    """Probe arrays for a manifest's inputs (:func:`kgraft.numerics.typed_inputs`)."""
+    return typed_inputs([(io["shape"], io["dtype"]) for io in inputs], batch=batch, seed=seed)
 
 
 def _numpy(outputs) -> list[np.ndarray]:
@@ -188,7 +170,7 @@ def verify(model, manifest_or_dir, inputs=None, atol: float = 1e-4, *, batch: in
     for name, kind, k, o in pairs:
         if k.shape != o.shape:
             raise KgraftError(f"verify: {name!r} has shape {o.shape} in ONNX but {k.shape} in Keras")
-        d = _diff(k, o)
+        d = max_abs_diff(k, o)
         scale = float(np.nanmax(np.abs(k.astype(np.float64)))) if k.size else 0.0
         diffs.append(OutputDiff(name, tuple(o.shape), d, d <= atol, kind, scale))
     report = VerifyReport(diffs, atol, int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 0,
@@ -237,15 +219,15 @@ def _compared(name: str, kind: str, io: dict, k: np.ndarray, o: np.ndarray, atol
         allowed = np.where(saturated, np.inf, tolerance)
     else:
         allowed = atol
-    ok = bool(np.all((d <= allowed) | (np.isnan(k64) & np.isnan(o))))
-    return OutputDiff(name, tuple(o.shape), _diff(k, o), ok, kind, scale, tolerance)
+    ok = bool(np.all(d <= allowed))  # NaN-strict: a NaN on either side is never within tolerance
+    return OutputDiff(name, tuple(o.shape), max_abs_diff(k, o), ok, kind, scale, tolerance)
 
 
 def _input_arrays(pipeline, inputs, batch: int, seed: int, notes: list) -> list:
     """The arrays the check feeds: ``inputs`` in the pipeline's order, or random ones (noted)."""
     if inputs is None:
         notes.append(f"random inputs (seed {seed})")
-        return random_inputs(pipeline.inputs, batch=batch, seed=seed)
+        return manifest_inputs(pipeline.inputs, batch=batch, seed=seed)
     return list(pipeline.normalize(inputs).values())
 
 
