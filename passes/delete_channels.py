@@ -339,7 +339,7 @@ def apply_plan(plan: ChannelPlan) -> Graph:
 
 
 def _jobs(ref: Any, channels: Any) -> list[tuple[str, list]]:
-    refs = list(ref)
+    refs = [ref] if isinstance(ref, str) else list(ref)  # kgraft.delete_channels passes its ref as given
     if len(refs) == 1 and (not channels or not isinstance(channels[0], (list, tuple))):
         return [(refs[0], list(channels))]
     if len(refs) != len(channels) or not all(isinstance(c, (list, tuple)) for c in channels):
