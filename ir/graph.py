@@ -21,13 +21,14 @@ weights a backend copies.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator
 
 import networkx as nx
 
 from .errors import VerificationError
-from .tree import FrozenDict, ValueRef, freeze, iter_refs, map_refs
+from .tree import FrozenDict, ValueRef, freeze_refs, iter_refs, map_refs
 from .types import UNKNOWN, TensorType
 
 __all__ = ["ValueRef", "Layer", "Node", "Graph", "INPUT_CLASS", "nested_call_inputs", "partitions_of"]
@@ -67,6 +68,9 @@ class Layer:
         return "/".join(self.path) if self.path else self.name
 
 
+_NO_KWARGS = FrozenDict()
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
     """One call of a layer: ``outputs = layer(*args, **kwargs)``."""
@@ -75,18 +79,20 @@ class Node:
     layer: str
     call_index: int
     args: tuple = ()
-    kwargs: FrozenDict = FrozenDict()
+    kwargs: FrozenDict = _NO_KWARGS
     outputs: tuple[TensorType, ...] = (UNKNOWN,)
     # Found once: linking, verifying and every analysis read the operands of every call site.
     _operands: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # frozen (lists to tuples, dicts to FrozenDicts) so that the operands found here stay true
-        args, kwargs, init = freeze(self.args), freeze(self.kwargs), object.__setattr__
-        init(self, "args", args)
-        init(self, "kwargs", kwargs)
-        init(self, "outputs", tuple(self.outputs))
-        init(self, "_operands", tuple(iter_refs(args, ("args",)) + iter_refs(kwargs, ("kwargs",))))
+        found: list = []
+        init = object.__setattr__
+        init(self, "args", freeze_refs(self.args, ("args",), found))
+        init(self, "kwargs", freeze_refs(self.kwargs, ("kwargs",), found) if self.kwargs else _NO_KWARGS)
+        if type(self.outputs) is not tuple:
+            init(self, "outputs", tuple(self.outputs))
+        init(self, "_operands", tuple(found))
 
     def operands(self) -> Iterator[tuple[tuple, ValueRef]]:
         """``(path, ref)`` for every tensor argument, positional first."""
@@ -132,7 +138,7 @@ class Graph:
     """
 
     __slots__ = ("_name", "_kind", "_meta", "_layers", "_inputs", "_outputs", "_aliases", "_input_keys",
-                 "_output_keys", "_masks", "_views", "_nodes", "_seq", "_relinked", "_next_seq", "_ordered",
+                 "_output_keys", "_masks", "_layers_view", "_masks_view", "_aliases_view", "_nodes", "_seq", "_relinked", "_next_seq", "_ordered",
                  "_calls", "_uses", "_topo", "_nx", "_version")
 
     def __init__(self, name: str = "model", kind: str = "Functional"):
@@ -152,7 +158,9 @@ class Graph:
         # the values that carry a Keras mask (padding), with the mask's type: Keras propagates
         # masks implicitly on tensors, so a pass that cuts between tensors must know them
         self._masks: dict[ValueRef, TensorType] = {}
-        self._views: tuple | None = None  # read-only views of the three dicts, made on first read
+        self._layers_view = MappingProxyType(self._layers)  # what the properties show: live, read-only
+        self._masks_view = MappingProxyType(self._masks)
+        self._aliases_view = MappingProxyType(self._aliases)
         self._nodes: dict[str, Node] = {}
         self._seq: dict[str, int] = {}  # when each call site was added
         self._relinked: dict[str, int] = {}  # when replace_node last re-linked one (same clock)
@@ -167,49 +175,17 @@ class Graph:
     # ------------------------------------------------------------------ read-only state
     # Every container is a read-only view or a tuple, so that a change goes through a method that
     # bumps ``version``: the pass manager compares versions to prove a pass left its input alone.
-    def _view(self, i: int) -> MappingProxyType:
-        if self._views is None:
-            self._views = (MappingProxyType(self._layers), MappingProxyType(self._masks),
-                           MappingProxyType(self._aliases))
-        return self._views[i]
-
-    @property
-    def layers(self) -> MappingProxyType:
-        """Layers by name (read-only: :meth:`add_layer`, :meth:`set_layer`)."""
-        return self._view(0)
-
-    @property
-    def masks(self) -> MappingProxyType:
-        """The values that carry a Keras mask -> the mask's type (:meth:`set_mask`, :meth:`set_masks`)."""
-        return self._view(1)
-
-    @property
-    def aliases(self) -> MappingProxyType:
-        """Nested models inlined away -> {call index: their outputs} (:meth:`set_alias`)."""
-        return self._view(2)
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        """The ``InputLayer`` call sites, in order (:meth:`set_inputs`)."""
-        return self._inputs
-
-    @property
-    def outputs(self) -> tuple[ValueRef, ...]:
-        """The model's outputs, in order (:meth:`set_outputs`)."""
-        return self._outputs
-
-    @property
-    def input_keys(self) -> tuple[str, ...] | None:
-        return self._input_keys
-
-    @property
-    def output_keys(self) -> tuple[str, ...] | None:
-        return self._output_keys
-
-    @property
-    def version(self) -> int:
-        """Bumped by every change."""
-        return self._version
+    # The getters are C (attrgetter), not Python functions: passes read them in their inner loops.
+    layers = property(attrgetter("_layers_view"), doc="Layers by name (read-only: add_layer, set_layer).")
+    masks = property(attrgetter("_masks_view"),
+                     doc="The values that carry a Keras mask -> the mask's type (set_mask, set_masks).")
+    aliases = property(attrgetter("_aliases_view"),
+                       doc="Nested models inlined away -> {call index: their outputs} (set_alias).")
+    inputs = property(attrgetter("_inputs"), doc="The InputLayer call sites, in order (set_inputs).")
+    outputs = property(attrgetter("_outputs"), doc="The model's outputs, in order (set_outputs).")
+    input_keys = property(attrgetter("_input_keys"), doc="The keys of a dict input, in input order, or None.")
+    output_keys = property(attrgetter("_output_keys"), doc="The keys of a dict output, in output order, or None.")
+    version = property(attrgetter("_version"), doc="Bumped by every change.")
 
     @property
     def name(self) -> str:
@@ -490,14 +466,14 @@ class Graph:
     def copy(self) -> "Graph":
         """A copy that can be changed freely. Nodes, layers and bodies are immutable, so shared."""
         new = Graph(self._name, self._kind)
-        new._layers = dict(self._layers)
+        new._layers.update(self._layers)  # into the dicts that its views show
         new._inputs = self._inputs
         new._outputs = self._outputs
         new._meta = self._meta
-        new._aliases = dict(self._aliases)
+        new._aliases.update(self._aliases)
         new._input_keys = self._input_keys
         new._output_keys = self._output_keys
-        new._masks = dict(self._masks)
+        new._masks.update(self._masks)
         new._nodes = dict(self._nodes)
         new._seq = dict(self._seq)
         new._relinked = dict(self._relinked)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["ValueRef", "FrozenDict", "freeze", "thaw", "iter_refs", "map_refs"]
+__all__ = ["ValueRef", "FrozenDict", "freeze", "freeze_refs", "thaw", "iter_refs", "map_refs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,17 +61,50 @@ def freeze(tree: Any) -> Any:
     """``tree`` with every list (and tuple) a tuple and every dict a :class:`FrozenDict`."""
     kind = type(tree)
     if kind is tuple or kind is list:
-        if kind is tuple and all(type(item) in _ATOMS for item in tree):
-            return tree
-        return tuple(item if type(item) in _ATOMS else freeze(item) for item in tree)
+        atoms = _ATOMS
+        for item in tree:
+            if type(item) not in atoms:
+                return tuple([item if type(item) in atoms else freeze(item) for item in tree])
+        return tree if kind is tuple else tuple(tree)
     if kind is FrozenDict:
         return tree if all(type(v) in _ATOMS for v in tree.values()) else FrozenDict(
             {k: freeze(v) for k, v in tree.items()})
     if isinstance(tree, dict):
-        return FrozenDict({k: v if type(v) in _ATOMS else freeze(v) for k, v in tree.items()})
+        atoms = _ATOMS
+        for v in tree.values():
+            if type(v) not in atoms:
+                return FrozenDict({k: v if type(v) in atoms else freeze(v) for k, v in tree.items()})
+        return FrozenDict(tree)
     if isinstance(tree, (list, tuple)):
         return tuple(freeze(item) for item in tree)
     return tree
+
+
+def freeze_refs(tree: Any, path: tuple, found: list) -> Any:
+    """``freeze(tree)``, appending ``(path, ref)`` to ``found`` for every ValueRef leaf as
+    :func:`iter_refs` lists them: one walk for what a new node needs."""
+    kind = type(tree)
+    if kind is ValueRef:
+        found.append((path, tree))
+        return tree
+    if kind is list or kind is tuple or (kind is not FrozenDict and isinstance(tree, (list, tuple))):
+        items, out = enumerate(tree), []
+    elif isinstance(tree, dict):
+        items, out = tree.items(), {}
+    else:
+        return tree
+    add, atoms = out.append if type(out) is list else None, _ATOMS
+    for key, item in items:
+        kind = type(item)
+        if kind is ValueRef:
+            found.append((path + (key,), item))
+        elif kind not in atoms:
+            item = freeze_refs(item, path + (key,), found)
+        if add is None:
+            out[key] = item
+        else:
+            add(item)
+    return tuple(out) if add is not None else FrozenDict(out)
 
 
 def thaw(tree: Any) -> Any:
@@ -112,7 +145,10 @@ def map_refs(tree: Any, fn: Callable[[ValueRef], Any]) -> Any:
     if isinstance(tree, ValueRef):
         return fn(tree)
     if isinstance(tree, (list, tuple)):
-        return tuple(fn(item) if isinstance(item, ValueRef) else map_refs(item, fn) for item in tree)
+        return tuple([fn(item) if isinstance(item, ValueRef) else map_refs(item, fn) for item in tree])
     if isinstance(tree, dict):
-        return FrozenDict({key: map_refs(item, fn) for key, item in tree.items()})
+        return FrozenDict({key: map_refs(item, fn) for key, item in tree.items()}) if tree else _EMPTY
     return tree
+
+
+_EMPTY = FrozenDict()
