@@ -138,8 +138,8 @@ class Graph:
     """
 
     __slots__ = ("_name", "_kind", "_meta", "_layers", "_inputs", "_outputs", "_aliases", "_input_keys",
-                 "_output_keys", "_masks", "_layers_view", "_masks_view", "_aliases_view", "_nodes", "_seq", "_relinked", "_next_seq", "_ordered",
-                 "_calls", "_uses", "_topo", "_nx", "_version")
+                 "_output_keys", "_masks", "_layers_view", "_masks_view", "_aliases_view", "_nodes", "_seq",
+                 "_relinked", "_next_seq", "_ordered", "_calls", "_uses", "_topo", "_nx", "_version")
 
     def __init__(self, name: str = "model", kind: str = "Functional"):
         self._name = name

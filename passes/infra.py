@@ -87,10 +87,6 @@ def required(example: str) -> Any:
     return dataclasses.field(metadata={"example": example})
 
 
-def _required(cls: type[Pass]) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls) if _default(f) is dataclasses.MISSING]
-
-
 def _build(cls: type[Pass], options: dict[str, Any]) -> Pass:
     """``cls(**options)``, with an unknown or a missing option a PipelineError naming the pass and
     the option (a required option is a field without a default)."""
@@ -99,7 +95,7 @@ def _build(cls: type[Pass], options: dict[str, Any]) -> Pass:
     if unknown:
         raise PipelineError(f"pass {cls.name!r} has no option {', '.join(map(repr, unknown))}; "
                             f"its options: {_describe(cls)}")
-    missing = [f for f in dataclasses.fields(cls) if f.name in _required(cls) and f.name not in options]
+    missing = [f for f in dataclasses.fields(cls) if _default(f) is dataclasses.MISSING and f.name not in options]
     if missing:
         example = ",".join(f"{f.name}={f.metadata.get('example', '...')}" for f in missing)
         raise PipelineError(f"pass {cls.name!r} needs option {', '.join(repr(f.name) for f in missing)}, "
@@ -111,8 +107,7 @@ def _build(cls: type[Pass], options: dict[str, Any]) -> Pass:
 
 
 def _describe(cls: type[Pass]) -> str:
-    required = set(_required(cls))
-    return ", ".join(f.name + (" (required)" if f.name in required else "")
+    return ", ".join(f.name + (" (required)" if _default(f) is dataclasses.MISSING else "")
                      for f in dataclasses.fields(cls)) or "none"
 
 
