@@ -212,7 +212,7 @@ def _each_layer(graph: Graph, fn) -> None:
 def _lower_call(layer, graph: Graph, args: list) -> Graph:
     """``layer`` called like the old call site (one tensor, or a list of tensors), lowered."""
     types = [graph.value_type(r) for _, r in iter_refs(args)]
-    if len(args) == 1 and isinstance(args[0], list):
+    if len(args) == 1 and isinstance(args[0], (list, tuple)):
         return lower_applied(lambda xs: layer(list(xs) if isinstance(xs, list) else [xs]), types, "replace_layer",
                              "new layer")
     return lower_applied(layer, types, "replace_layer", "new layer")

@@ -176,6 +176,7 @@ def _timed(fn, repeats: int, cpu: dict, stage: str):
 def run_case(family: str, size: int, repeats: int, width: int, nest_depth: int) -> dict:
     from kgraft import passes
     from kgraft.frontend import lower_config
+    from kgraft.ir import partitions_of
     from kgraft.ir.nogc import gc_paused
 
     start = time.perf_counter()

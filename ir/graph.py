@@ -10,8 +10,10 @@
 * A nested model is one ``Layer`` whose ``body`` is a ``Graph``; inlining it is a pass.
 * ``inputs`` are the ``InputLayer`` call sites in order; ``outputs`` are ValueRefs in order.
 
-Nodes and layers are frozen: a rewrite replaces them, so a graph is changed only through its
-methods, which bump ``version`` (the pass manager uses it to prove passes left inputs alone).
+Nodes and layers are frozen (a node's arguments are tuples and FrozenDicts, see
+:mod:`~kgraft.ir.tree`): a rewrite replaces them. A graph shows its containers as tuples and
+read-only views, so it is changed only through its methods, which bump ``version`` (the pass
+manager uses it to prove passes left their input alone, nested bodies included).
 The IR imports no TensorFlow; ``Layer.handle`` is an opaque pointer to the source layer whose
 weights a backend copies.
 """
@@ -19,12 +21,14 @@ weights a backend copies.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
+from types import MappingProxyType
 from typing import Any, Iterable, Iterator
 
 import networkx as nx
 
 from .errors import VerificationError
-from .tree import ValueRef, iter_refs, map_refs
+from .tree import FrozenDict, ValueRef, freeze_refs, iter_refs, map_refs
 from .types import UNKNOWN, TensorType
 
 __all__ = ["ValueRef", "Layer", "Node", "Graph", "INPUT_CLASS", "nested_call_inputs", "partitions_of",
@@ -36,6 +40,12 @@ INPUT_CLASS = "InputLayer"
 @dataclass(frozen=True, slots=True)
 class Layer:
     """A weight owner. ``spec`` is its Keras serialization minus name and call data.
+
+    ``spec`` stays a plain dict, by convention never changed in place (a pass that changes a
+    config builds a new layer: ``replace(layer, spec={**layer.spec, "config": {...}})``). Freezing
+    it would copy every config at lowering and again before every Keras call (``from_config``
+    edits the dicts it is given), on the path whose speed bench_compile measures; a config is
+    Keras's data, which no analysis caches, so a stale one cannot hide behind the IR's caches.
 
     ``path`` is where the layer lives in the source model (``("vgg16", "block5_conv3")``), so it
     stays addressable as ``vgg16/block5_conv3`` after inlining and renaming.
@@ -59,6 +69,9 @@ class Layer:
         return "/".join(self.path) if self.path else self.name
 
 
+_NO_KWARGS = FrozenDict()
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
     """One call of a layer: ``outputs = layer(*args, **kwargs)``."""
@@ -66,15 +79,21 @@ class Node:
     id: str
     layer: str
     call_index: int
-    args: list = field(default_factory=list)
-    kwargs: dict = field(default_factory=dict)
+    args: tuple = ()
+    kwargs: FrozenDict = _NO_KWARGS
     outputs: tuple[TensorType, ...] = (UNKNOWN,)
     # Found once: linking, verifying and every analysis read the operands of every call site.
     _operands: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_operands",
-                           tuple(iter_refs(self.args, ("args",)) + iter_refs(self.kwargs, ("kwargs",))))
+        # frozen (lists to tuples, dicts to FrozenDicts) so that the operands found here stay true
+        found: list = []
+        init = object.__setattr__
+        init(self, "args", freeze_refs(self.args, ("args",), found))
+        init(self, "kwargs", freeze_refs(self.kwargs, ("kwargs",), found) if self.kwargs else _NO_KWARGS)
+        if type(self.outputs) is not tuple:
+            init(self, "outputs", tuple(self.outputs))
+        init(self, "_operands", tuple(found))
 
     def operands(self) -> Iterator[tuple[tuple, ValueRef]]:
         """``(path, ref)`` for every tensor argument, positional first."""
@@ -83,7 +102,7 @@ class Node:
     def with_operands(self, fn, layer: str | None = None, call_index: int | None = None) -> "Node":
         """A copy with every operand ``ref`` replaced by ``fn(ref)``, optionally as another call
         (``layer#call_index``). When ``fn`` maps refs to refs, the operand list is mapped rather
-        than searched for again in the new arguments."""
+        than searched for again in the new arguments (:func:`map_refs` returns frozen trees)."""
         layer = self.layer if layer is None else layer
         k = self.call_index if call_index is None else call_index
         args, kwargs = map_refs(self.args, fn), map_refs(self.kwargs, fn)
@@ -119,23 +138,30 @@ class Graph:
     the graph changes.
     """
 
+    __slots__ = ("_name", "_kind", "_meta", "_layers", "_inputs", "_outputs", "_aliases", "_input_keys",
+                 "_output_keys", "_masks", "_layers_view", "_masks_view", "_aliases_view", "_nodes", "_seq",
+                 "_relinked", "_next_seq", "_ordered", "_calls", "_uses", "_topo", "_nx", "_version")
+
     def __init__(self, name: str = "model", kind: str = "Functional"):
-        self.name = name
-        self.kind = kind  # "Functional" or "Sequential": how the source model was declared
-        self.layers: dict[str, Layer] = {}
-        self.inputs: list[str] = []
-        self.outputs: list[ValueRef] = []
-        self.meta: dict[str, Any] = {}  # opaque, shared by copies: source model, custom_objects
+        self._name = name
+        self._kind = kind  # "Functional" or "Sequential": how the source model was declared
+        self._meta: dict[str, Any] = {}  # opaque, shared by copies: source model, custom_objects
+        self._layers: dict[str, Layer] = {}
+        self._inputs: tuple[str, ...] = ()
+        self._outputs: tuple[ValueRef, ...] = ()
         # names of nested models inlined away -> {call index: their output values}, so that a ref
         # to a nested model's own output still resolves after inlining (see kgraft.ir.refs)
-        self.aliases: dict[str, dict[int, list[ValueRef]]] = {}
+        self._aliases: dict[str, FrozenDict] = {}
         # a model whose inputs / outputs are a dict (Keras 3): its keys, in the order of ``inputs`` /
         # ``outputs``
-        self.input_keys: list[str] | None = None
-        self.output_keys: list[str] | None = None
+        self._input_keys: tuple[str, ...] | None = None
+        self._output_keys: tuple[str, ...] | None = None
         # the values that carry a Keras mask (padding), with the mask's type: Keras propagates
         # masks implicitly on tensors, so a pass that cuts between tensors must know them
-        self.masks: dict[ValueRef, TensorType] = {}
+        self._masks: dict[ValueRef, TensorType] = {}
+        self._layers_view = MappingProxyType(self._layers)  # what the properties show: live, read-only
+        self._masks_view = MappingProxyType(self._masks)
+        self._aliases_view = MappingProxyType(self._aliases)
         self._nodes: dict[str, Node] = {}
         self._seq: dict[str, int] = {}  # when each call site was added
         self._relinked: dict[str, int] = {}  # when replace_node last re-linked one (same clock)
@@ -145,33 +171,92 @@ class Graph:
         self._uses: dict[str, list[tuple[str, int, tuple]]] | None = None  # producer -> (user, out, pos)
         self._topo: list[str] | None = None
         self._nx: nx.MultiDiGraph | None = None
-        self.version = 0
+        self._version = 0
+
+    # ------------------------------------------------------------------ read-only state
+    # Every container is a read-only view or a tuple, so that a change goes through a method that
+    # bumps ``version``: the pass manager compares versions to prove a pass left its input alone.
+    # The getters are C (attrgetter), not Python functions: passes read them in their inner loops.
+    layers = property(attrgetter("_layers_view"), doc="Layers by name (read-only: add_layer, set_layer).")
+    masks = property(attrgetter("_masks_view"),
+                     doc="The values that carry a Keras mask -> the mask's type (set_mask, set_masks).")
+    aliases = property(attrgetter("_aliases_view"),
+                       doc="Nested models inlined away -> {call index: their outputs} (set_alias).")
+    inputs = property(attrgetter("_inputs"), doc="The InputLayer call sites, in order (set_inputs).")
+    outputs = property(attrgetter("_outputs"), doc="The model's outputs, in order (set_outputs).")
+    input_keys = property(attrgetter("_input_keys"), doc="The keys of a dict input, in input order, or None.")
+    output_keys = property(attrgetter("_output_keys"), doc="The keys of a dict output, in output order, or None.")
+    version = property(attrgetter("_version"), doc="Bumped by every change.")
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, name: str) -> None:
+        self._name = name
+        self._version += 1
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    @kind.setter
+    def kind(self, kind: str) -> None:
+        self._kind = kind
+        self._version += 1
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Opaque data shared by copies (the source model, custom objects); not part of the IR."""
+        return self._meta
+
+    @meta.setter
+    def meta(self, meta: dict[str, Any]) -> None:
+        self._meta = meta
+        self._version += 1
 
     # ------------------------------------------------------------------ construction
     def _touch(self) -> None:
-        self.version += 1
+        self._version += 1
         self._topo = None
         self._nx = None
 
     def add_layer(self, layer: Layer) -> Layer:
-        if layer.name in self.layers and self.layers[layer.name] is not layer:
+        if layer.name in self._layers and self._layers[layer.name] is not layer:
             raise VerificationError(f"layer name {layer.name!r} is already used in model {self.name!r}")
-        self.layers[layer.name] = layer
+        self._layers[layer.name] = layer
         self._calls.setdefault(layer.name, [])
         self._touch()
         return layer
 
     def set_layer(self, layer: Layer) -> None:
         """Replace the layer of the same name (e.g. with a new body or handle)."""
-        if layer.name not in self.layers:
+        if layer.name not in self._layers:
             raise VerificationError(f"no layer {layer.name!r} to replace in model {self.name!r}")
-        self.layers[layer.name] = layer
+        self._layers[layer.name] = layer
         self._touch()
+
+    def set_mask(self, value: ValueRef, mask: TensorType) -> None:
+        """Record that ``value`` carries a Keras mask of type ``mask``."""
+        self._masks[value] = mask
+        self._version += 1  # no call site changed: the caches stay
+
+    def set_masks(self, masks: dict[ValueRef, TensorType]) -> None:
+        """Replace every recorded mask."""
+        self._masks.clear()
+        self._masks.update(masks)
+        self._version += 1
+
+    def set_alias(self, name: str, call_index: int, outputs: Iterable[ValueRef]) -> None:
+        """Record the outputs of call ``call_index`` of nested model ``name``, inlined away."""
+        self._aliases[name] = FrozenDict({**self._aliases.get(name, {}), call_index: tuple(outputs)})
+        self._version += 1
 
     def add_node(self, node: Node) -> Node:
         if node.id in self._nodes:
             raise VerificationError(f"call site {node.id!r} is defined twice in model {self.name!r}")
-        if node.layer not in self.layers:
+        if node.layer not in self._layers:
             raise VerificationError(f"call site {node.id!r} calls unknown layer {node.layer!r}")
         self._check_operands(node)
         self._nodes[node.id] = node
@@ -238,37 +323,39 @@ class Graph:
             if self._uses is not None:
                 self._uses.pop(node_id, None)
         if self.input_keys is not None:
-            self.input_keys = [k for i, k in zip(self.inputs, self.input_keys) if i not in doomed]
-        self.inputs = [i for i in self.inputs if i not in doomed]
+            self._input_keys = tuple(k for i, k in zip(self._inputs, self._input_keys) if i not in doomed)
+        self._inputs = tuple(i for i in self._inputs if i not in doomed)
         self._touch()
 
     def remove_unused_layers(self) -> None:
         for name in [n for n, calls in self._calls.items() if not calls]:
-            del self.layers[name], self._calls[name]
+            del self._layers[name], self._calls[name]
         self._touch()
 
     def replace_all_uses(self, old: ValueRef, new: ValueRef) -> None:
         """Make every consumer of ``old`` (and the graph outputs) use ``new`` instead."""
         for user in sorted(self.users(old.node)):
             self.replace_node(self.node(user).with_operands(lambda r: new if r == old else r))
-        self.outputs = [new if r == old else r for r in self.outputs]
+        self._outputs = tuple(new if r == old else r for r in self._outputs)
         self._touch()
 
-    def set_outputs(self, outputs: Iterable[ValueRef], keys: list[str] | None = None) -> None:
+    def set_outputs(self, outputs: Iterable[ValueRef], keys: Iterable[str] | None = None) -> None:
         """New outputs; ``keys`` names them when the model returns a dict (other outputs drop
         the old keys, which no longer apply)."""
-        self.outputs = list(outputs)
-        if keys is not None and len(keys) != len(self.outputs):
-            raise VerificationError(f"{len(keys)} output keys for {len(self.outputs)} outputs of {self.name!r}")
-        self.output_keys = None if keys is None else list(keys)
+        outputs = tuple(outputs)
+        if keys is not None and len(keys) != len(outputs):
+            raise VerificationError(f"{len(keys)} output keys for {len(outputs)} outputs of {self.name!r}")
+        self._outputs = outputs
+        self._output_keys = None if keys is None else tuple(keys)
         self._touch()
 
-    def set_inputs(self, inputs: Iterable[str], keys: list[str] | None = None) -> None:
+    def set_inputs(self, inputs: Iterable[str], keys: Iterable[str] | None = None) -> None:
         """New inputs; ``keys`` names them when the model takes a dict (as for ``set_outputs``)."""
-        self.inputs = list(inputs)
-        if keys is not None and len(keys) != len(self.inputs):
-            raise VerificationError(f"{len(keys)} input keys for {len(self.inputs)} inputs of {self.name!r}")
-        self.input_keys = None if keys is None else list(keys)
+        inputs = tuple(inputs)
+        if keys is not None and len(keys) != len(inputs):
+            raise VerificationError(f"{len(keys)} input keys for {len(inputs)} inputs of {self.name!r}")
+        self._inputs = inputs
+        self._input_keys = None if keys is None else tuple(keys)
         self._touch()
 
     # ------------------------------------------------------------------ queries
@@ -357,7 +444,7 @@ class Graph:
         return [self._nodes[i] for i in self._calls.get(layer_name, [])]
 
     def layer_of(self, node_id: str) -> Layer:
-        return self.layers[self.node(node_id).layer]
+        return self._layers[self.node(node_id).layer]
 
     def value_type(self, ref: ValueRef) -> TensorType:
         outputs = self.node(ref.node).outputs
@@ -374,20 +461,20 @@ class Graph:
         return name
 
     def input_refs(self) -> list[ValueRef]:
-        return [ValueRef(i, 0) for i in self.inputs]
+        return [ValueRef(i, 0) for i in self._inputs]
 
     # ------------------------------------------------------------------ whole-graph
     def copy(self) -> "Graph":
         """A copy that can be changed freely. Nodes, layers and bodies are immutable, so shared."""
-        new = Graph(self.name, self.kind)
-        new.layers = dict(self.layers)
-        new.inputs = list(self.inputs)
-        new.outputs = list(self.outputs)
-        new.meta = self.meta
-        new.aliases = dict(self.aliases)
-        new.input_keys = self.input_keys
-        new.output_keys = self.output_keys
-        new.masks = dict(self.masks)
+        new = Graph(self._name, self._kind)
+        new._layers.update(self._layers)  # into the dicts that its views show
+        new._inputs = self._inputs
+        new._outputs = self._outputs
+        new._meta = self._meta
+        new._aliases.update(self._aliases)
+        new._input_keys = self._input_keys
+        new._output_keys = self._output_keys
+        new._masks.update(self._masks)
         new._nodes = dict(self._nodes)
         new._seq = dict(self._seq)
         new._relinked = dict(self._relinked)
@@ -425,7 +512,7 @@ def _as_networkx(graph: Graph) -> nx.MultiDiGraph:
             pred[node_id].setdefault(ref.node, succ[ref.node][node_id])
     g._succ = succ
     g._pred = pred
-    return g
+    return nx.freeze(g)  # a view of the graph: editing it would change nothing
 
 
 def nested_call_inputs(node: Node, body: Graph) -> list:

@@ -25,7 +25,7 @@ def add_input(graph: Graph, name: str, ttype: TensorType, path: tuple[str, ...] 
             "config": {"batch_shape": shape, "dtype": ttype.dtype or "float32", "name": name}}
     graph.add_layer(Layer(name, INPUT_CLASS, spec, path or (name,)))
     node = graph.add_node(Node(Node.make_id(name, 0), name, 0, [], {}, (ttype,)))
-    graph.set_inputs(graph.inputs + [node.id])
+    graph.set_inputs(graph.inputs + (node.id,))
     return ValueRef(node.id)
 
 

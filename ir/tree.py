@@ -1,8 +1,12 @@
 """Tensor references and the call-argument trees that hold them.
 
-A call site's ``args``/``kwargs`` are the Keras call arguments as nested lists/dicts whose
-tensor leaves are :class:`ValueRef` s and whose other leaves are constants. A *path* locates a
-leaf: ``("args", 0, 1)`` is the second item of the first argument.
+A call site's ``args``/``kwargs`` are the Keras call arguments as nested tuples and
+:class:`FrozenDict` s whose tensor leaves are :class:`ValueRef` s and whose other leaves are
+constants. A *path* locates a leaf: ``("args", 0, 1)`` is the second item of the first argument.
+The trees are frozen (:func:`freeze`) when a node is made, so that a node's cached operands can
+never go stale; code that hands them to Keras, which expects lists and dicts, :func:`thaw` s them.
+Lowering turns the tuples of a config into lists (a serialized tuple is a ``__tuple__`` dict), so
+freezing every list into a tuple loses nothing.
 
 ``ValueRef`` lives here rather than in :mod:`~kgraft.ir.graph` (which re-exports it) so that the
 walkers below can test leaves against it without importing the graph module on every call.
@@ -14,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["ValueRef", "iter_refs", "map_refs"]
+__all__ = ["ValueRef", "FrozenDict", "freeze", "freeze_refs", "thaw", "iter_refs", "map_refs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,93 @@ class ValueRef:
 
     node: str
     index: int = 0
+
+
+def _read_only(self, *args, **kwargs):
+    raise TypeError(f"a {type(self).__name__} is read-only: build a new one ({{**old, key: value}})")
+
+
+class FrozenDict(dict):
+    """A dict that cannot be changed, and so can be hashed (when its values can).
+
+    A ``dict`` subclass rather than a ``types.MappingProxyType``: argument trees and pass options
+    are compared, hashed, printed as JSON, pickled and tested with ``isinstance(x, dict)``, which a
+    proxy does not all allow."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = _read_only  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self):
+        return FrozenDict, (dict(self),)
+
+    def __repr__(self) -> str:
+        return f"FrozenDict({dict.__repr__(self)})"
+
+
+_ATOMS = frozenset({str, int, float, bool, type(None), ValueRef})  # leaves that are frozen already
+
+
+def freeze(tree: Any) -> Any:
+    """``tree`` with every list (and tuple) a tuple and every dict a :class:`FrozenDict`."""
+    kind = type(tree)
+    if kind is tuple or kind is list:
+        atoms = _ATOMS
+        for item in tree:
+            if type(item) not in atoms:
+                return tuple([item if type(item) in atoms else freeze(item) for item in tree])
+        return tree if kind is tuple else tuple(tree)
+    if kind is FrozenDict:
+        return tree if all(type(v) in _ATOMS for v in tree.values()) else FrozenDict(
+            {k: freeze(v) for k, v in tree.items()})
+    if isinstance(tree, dict):
+        atoms = _ATOMS
+        for v in tree.values():
+            if type(v) not in atoms:
+                return FrozenDict({k: v if type(v) in atoms else freeze(v) for k, v in tree.items()})
+        return FrozenDict(tree)
+    if isinstance(tree, (list, tuple)):
+        return tuple(freeze(item) for item in tree)
+    return tree
+
+
+def freeze_refs(tree: Any, path: tuple, found: list) -> Any:
+    """``freeze(tree)``, appending ``(path, ref)`` to ``found`` for every ValueRef leaf as
+    :func:`iter_refs` lists them: one walk for what a new node needs."""
+    kind = type(tree)
+    if kind is ValueRef:
+        found.append((path, tree))
+        return tree
+    if kind is list or kind is tuple or (kind is not FrozenDict and isinstance(tree, (list, tuple))):
+        items, out = enumerate(tree), []
+    elif isinstance(tree, dict):
+        items, out = tree.items(), {}
+    else:
+        return tree
+    add, atoms = out.append if type(out) is list else None, _ATOMS
+    for key, item in items:
+        kind = type(item)
+        if kind is ValueRef:
+            found.append((path + (key,), item))
+        elif kind not in atoms:
+            item = freeze_refs(item, path + (key,), found)
+        if add is None:
+            out[key] = item
+        else:
+            add(item)
+    return tuple(out) if add is not None else FrozenDict(out)
+
+
+def thaw(tree: Any) -> Any:
+    """A frozen tree as Keras takes it: tuples as lists and frozen dicts as dicts (recursively)."""
+    if isinstance(tree, (list, tuple)):
+        return [thaw(item) for item in tree]
+    if isinstance(tree, dict):
+        return {k: thaw(v) for k, v in tree.items()}
+    return tree
 
 
 def iter_refs(tree: Any, path: tuple = ()) -> list[tuple[tuple, ValueRef]]:
@@ -50,13 +141,14 @@ def _collect(tree: Any, path: tuple, found: list) -> None:
 
 
 def map_refs(tree: Any, fn: Callable[[ValueRef], Any]) -> Any:
-    """A copy of ``tree`` with every ValueRef leaf replaced by ``fn(leaf)``."""
+    """A frozen copy of ``tree`` with every ValueRef leaf replaced by ``fn(leaf)``."""
     if isinstance(tree, ValueRef):
         return fn(tree)
-    if isinstance(tree, list):
-        return [fn(item) if isinstance(item, ValueRef) else map_refs(item, fn) for item in tree]
-    if isinstance(tree, tuple):
-        return tuple(map_refs(item, fn) for item in tree)
+    if isinstance(tree, (list, tuple)):
+        return tuple([fn(item) if isinstance(item, ValueRef) else map_refs(item, fn) for item in tree])
     if isinstance(tree, dict):
-        return {key: map_refs(item, fn) for key, item in tree.items()}
+        return FrozenDict({key: map_refs(item, fn) for key, item in tree.items()}) if tree else _EMPTY
     return tree
+
+
+_EMPTY = FrozenDict()

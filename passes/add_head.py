@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from ..ir import CutError, Graph, KgraftError, ValueRef
+from ..ir import CutError, Graph, ValueRef
 from ..ir.refs import resolve
 from ..ir.rewrite import clone_node, unique_name
 from .extract import inline_if_needed
-from .infra import Pass, register
+from .infra import Pass, register, required
 from .surgery_sites import read_graph
 
 __all__ = ["AddHead", "attach_head"]
@@ -50,7 +50,7 @@ def attach_head(graph: Graph, at: ValueRef, head: Graph, name: str | None = None
         copy = clone_node(new, node, remap, target)
         for i in range(len(node.outputs)):
             remap[ValueRef(node.id, i)] = ValueRef(copy.id, i)
-    new.set_outputs(new.outputs + [remap[o] for o in head.outputs])
+    new.set_outputs(new.outputs + tuple(remap[o] for o in head.outputs))
     return new
 
 
@@ -60,13 +60,11 @@ class AddHead(Pass):
     """Attach ``head`` (IR graph or IR file) to tensor ``at``; its outputs join the model's."""
 
     name: ClassVar[str] = "add-head"
-    at: str = ""
-    head: Any = None
+    at: str = required("<ref>")
+    head: Any = required("<IR graph or .kgir file>")
     model_name: str | None = None
 
     def apply(self, graph: Graph) -> Graph:
-        if not self.at or self.head is None:
-            raise KgraftError("add-head needs both at=<ref> and head=<IR graph or .kgir file>")
         graph = inline_if_needed(graph, [self.at])
         return attach_head(graph, resolve(graph, self.at), read_graph(self.head, "add-head", "head"), self.model_name)
 

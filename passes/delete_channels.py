@@ -36,7 +36,7 @@ import numpy as np
 from ..ir import Graph, KgraftError, ValueRef
 from ..ir.refs import _find_layer, parse_ref, resolve
 from ..ir.weight_plan import Take
-from .infra import Pass, register
+from .infra import Pass, Refs, register, required
 from .inline_nested import inline
 from ..analysis.channel_sources import (DEPTHWISE, ELEMENTWISE, GLOBAL, MERGES, MIXING_ACTIVATIONS, ROOTS, SPATIAL,
                               channel_axis, upstream_jobs)
@@ -339,7 +339,7 @@ def apply_plan(plan: ChannelPlan) -> Graph:
 
 
 def _jobs(ref: Any, channels: Any) -> list[tuple[str, list]]:
-    refs = [ref] if isinstance(ref, str) else list(ref)
+    refs = [ref] if isinstance(ref, str) else list(ref)  # kgraft.delete_channels passes its ref as given
     if len(refs) == 1 and (not channels or not isinstance(channels[0], (list, tuple))):
         return [(refs[0], list(channels))]
     if len(refs) != len(channels) or not all(isinstance(c, (list, tuple)) for c in channels):
@@ -354,12 +354,9 @@ class DeleteChannels(Pass):
     """Delete ``channels`` of layer ``ref`` (or of each layer of a list) and follow them downstream."""
 
     name: ClassVar[str] = "delete-channels"
-    ref: Any = ""
-    channels: list = field(default_factory=list)
+    ref: Refs = required("conv1")
+    channels: tuple[int | tuple[int, ...], ...] = required("[0,3]")  # or a list for each layer of ref
 
     def apply(self, graph: Graph) -> Graph:
-        if not self.ref:
-            raise KgraftError("delete-channels needs ref=<layer> and channels=[...], e.g. "
-                              "delete-channels{ref=conv1,channels=[0,3]}")
         chain, plan = plan_nested(graph, _jobs(self.ref, self.channels))
         return edit_at(graph, chain, lambda _: apply_plan(plan))

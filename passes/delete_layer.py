@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..ir import Graph, KgraftError, ValueRef
-from .infra import Pass, register
+from .infra import Pass, register, required
 from .surgery_sites import edit_at, layer_sites, locate
 
 __all__ = ["DeleteLayer"]
@@ -50,11 +50,9 @@ class DeleteLayer(Pass):
     """Remove layer ``ref`` (all call sites, or ``name@k``); consumers read its input."""
 
     name: ClassVar[str] = "delete-layer"
-    ref: str = ""
+    ref: str = required("dropout")
 
     def apply(self, graph: Graph) -> Graph:
-        if not self.ref:
-            raise KgraftError("delete-layer needs ref=<layer>, e.g. delete-layer{ref=dropout} or {ref=shared@1}")
         site = locate(graph, self.ref)
         _, layer, calls = layer_sites(graph, site, "delete-layer")
         return edit_at(graph, site.chain, lambda g: _delete(g, layer, [c.id for c in calls]))

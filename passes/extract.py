@@ -11,7 +11,7 @@ an output passes straight through. Refs inside nested models inline them first.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 from ..analysis.cuts import bypass_message, needed_nodes
@@ -19,7 +19,7 @@ from ..ir import CutError, Graph, ValueRef
 from ..ir.refs import at_top_level, resolve_many, sanitize
 from ..ir import mask_layers
 from ..ir.rewrite import add_input, clone_node, unique_name
-from .infra import Pass, register
+from .infra import Pass, Refs, register, required
 from .inline_nested import inline
 
 __all__ = ["Extract", "extract_values", "build_subgraph", "inline_if_needed"]
@@ -54,7 +54,7 @@ def build_subgraph(graph: Graph, name: str, nodes: set[str], inputs: list[ValueR
             continue
         if value.node in graph.inputs and value.node not in new:
             clone_node(new, graph.node(value.node), remap, graph.layer_of(value.node))
-            new.set_inputs(new.inputs + [value.node])
+            new.set_inputs(new.inputs + (value.node,))
             remap[value] = value
             continue
         input_name = unique_name(sanitize(graph.value_name(value)), taken)
@@ -64,11 +64,13 @@ def build_subgraph(graph: Graph, name: str, nodes: set[str], inputs: list[ValueR
             mask = add_input(new, _taken(f"{input_name}_mask", taken), graph.masks[value])
             received[value] = (remap[value], mask)
             remap[value] = mask_layers.attach(new, remap[value], mask, _taken(f"{input_name}_masked", taken))
-            new.masks[remap[value]] = graph.masks[value]
+            new.set_mask(remap[value], graph.masks[value])
     for node_id in graph.topological_ids():
         if node_id in nodes and node_id not in new and node_id not in graph.inputs:
             clone_node(new, graph.node(node_id), remap, graph.layer_of(node_id))
-    new.masks.update({v: t for v, t in graph.masks.items() if v.node in nodes and v.node in new})
+    for value, mask in graph.masks.items():
+        if value.node in nodes and value.node in new:
+            new.set_mask(value, mask)
     results = []
     for value in outputs:
         if value in received and mask_outputs:  # passed through: the value as received, then its mask
@@ -111,12 +113,11 @@ class Extract(Pass):
     """Sub-model from ``inputs`` (default: the model inputs) to ``outputs`` (refs)."""
 
     name: ClassVar[str] = "extract"
-    outputs: list = field(default_factory=list)
-    inputs: list | None = None
+    outputs: Refs = required("block5_conv3")
+    inputs: Refs | None = None
 
     def apply(self, graph: Graph) -> Graph:
-        outputs = [self.outputs] if isinstance(self.outputs, str) else list(self.outputs)
-        inputs = [self.inputs] if isinstance(self.inputs, str) else self.inputs
+        outputs, inputs = list(self.outputs), self.inputs
         if not outputs:
             raise CutError("extract: no outputs given; name at least one tensor, e.g. extract{outputs=block5_conv3}")
         graph = inline_if_needed(graph, outputs + list(inputs or []))

@@ -1,11 +1,15 @@
 """Pass infrastructure: named passes with options, a registry, pipeline text, a manager.
 
 A pass is a frozen dataclass (its fields are its options) with a kebab-case ``name`` and an
-``apply(graph)`` that returns a new graph (or a list of partitions) and never changes its
-input. The same object is built from Python (``InlineNested()``), from pipeline text
-(``"inline-nested,split{at=conv4_block6_out}"``) and from the CLI. The manager verifies the
-IR after every pass, proves the input was left alone (``Graph.version``), and says which
-passes had run when one fails.
+``apply(graph)`` that returns a new graph and never changes its input. The same object is built
+from Python (``InlineNested()``), from pipeline text (``"inline-nested,split{at=conv4_block6_out}"``)
+and from the CLI. Options are typed by their fields' annotations and checked when the pipeline is
+parsed, as in xDSL: an option without a default is required, and text values are converted to the
+field's type. A ``tuple[...]`` option takes one value or a list (:data:`Refs`: "a ref or a list of
+refs"), and lists and dicts given from Python are frozen, so that a pass is hashable and a pass
+built from text equals the one built from Python. The manager verifies its input before the
+first pass and the IR after every pass, proves the input was left alone (``Graph.version``,
+nested bodies included), and says which passes had run when one fails.
 """
 
 from __future__ import annotations
@@ -20,10 +24,15 @@ from typing import Any, Callable, ClassVar
 
 from ..ir import Graph, KgraftError, PassError, PipelineError, verify
 from ..ir.nogc import gc_paused
+from ..ir.tree import freeze
 
-__all__ = ["Pass", "register", "registry", "parse_pipeline", "run", "as_function"]
+__all__ = ["Pass", "Refs", "required", "register", "registry", "parse_pipeline", "run", "as_function"]
 
 _REGISTRY: dict[str, type["Pass"]] = {}
+
+Refs = tuple[str, ...]
+"""The type of an option that takes a ref or a list of refs: ``outputs=a`` and ``outputs=[a,b]``
+from text, ``outputs="a"`` and ``outputs=["a", "b"]`` from Python; always a tuple on the pass."""
 
 
 @dataclass(frozen=True)
@@ -32,13 +41,74 @@ class Pass:
 
     name: ClassVar[str] = ""
 
+    def __post_init__(self) -> None:
+        # One value for a tuple option is a tuple of one; lists and dicts are frozen (hashable).
+        for key, hint in _option_types(type(self)).items():
+            value = getattr(self, key)
+            if isinstance(value, str) and _takes_many(hint):
+                object.__setattr__(self, key, (value,))
+            elif isinstance(value, (list, tuple, dict)):
+                object.__setattr__(self, key, freeze(value))
+
     def apply(self, graph: Graph) -> Graph:
         raise NotImplementedError
 
     def __str__(self) -> str:
-        opts = [f"{f.name}={_format_option(getattr(self, f.name))}" for f in dataclasses.fields(self)
-                if getattr(self, f.name) != _default(f)]
+        opts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value == _default(f):
+                continue
+            if isinstance(value, tuple) and len(value) == 1 and not isinstance(value[0], (list, tuple)):
+                value = value[0]  # "at=a" for at=("a",): the same option when read back
+            opts.append(f"{f.name}={_format_option(value)}")
         return self.name + ("{" + ",".join(opts) + "}" if opts else "")
+
+
+@functools.cache
+def _option_types(cls: type[Pass]) -> dict[str, Any]:
+    try:
+        hints = typing.get_type_hints(cls)
+    except NameError:  # a pass declared in a function, whose annotations name its local imports
+        hints = {}
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
+
+
+def _takes_many(hint: Any) -> bool:
+    """Whether an option of type ``hint`` is a sequence (``tuple[...]``, possibly ``| None``)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_takes_many(a) for a in typing.get_args(hint))
+    return hint in (tuple, list) or typing.get_origin(hint) in (tuple, list)
+
+
+def required(example: str) -> Any:
+    """A field for a required option (no default); ``example`` is a value that the error for a
+    missing option shows: ``split{at=conv4_block6_out}``."""
+    return dataclasses.field(metadata={"example": example})
+
+
+def _build(cls: type[Pass], options: dict[str, Any]) -> Pass:
+    """``cls(**options)``, with an unknown or a missing option a PipelineError naming the pass and
+    the option (a required option is a field without a default)."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = [key for key in options if key not in fields]
+    if unknown:
+        raise PipelineError(f"pass {cls.name!r} has no option {', '.join(map(repr, unknown))}; "
+                            f"its options: {_describe(cls)}")
+    missing = [f for f in dataclasses.fields(cls) if _default(f) is dataclasses.MISSING and f.name not in options]
+    if missing:
+        example = ",".join(f"{f.name}={f.metadata.get('example', '...')}" for f in missing)
+        raise PipelineError(f"pass {cls.name!r} needs option {', '.join(repr(f.name) for f in missing)}, "
+                            f"e.g. {cls.name}{{{example}}}; its options: {_describe(cls)}")
+    try:
+        return cls(**options)
+    except TypeError as e:
+        raise PipelineError(f"pass {cls.name!r}: {e}") from None
+
+
+def _describe(cls: type[Pass]) -> str:
+    return ", ".join(f.name + (" (required)" if _default(f) is dataclasses.MISSING else "")
+                     for f in dataclasses.fields(cls)) or "none"
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -150,17 +220,9 @@ def make_pass(name: str, options: dict[str, Any], scan: _Scanner | None = None) 
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         msg = f"unknown pass {name!r}.{hint} Known passes: {', '.join(sorted(_REGISTRY))}"
         raise scan.error(msg) if scan else PipelineError(msg)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, raw in options.items():
-        if key not in fields:
-            raise PipelineError(f"pass {name!r} has no option {key!r}; its options: {', '.join(fields) or 'none'}")
-        kwargs[key] = _coerce(raw, hints[key], f"{name}{{{key}}}")
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise PipelineError(f"pass {name!r}: {e}") from None
+    hints = _option_types(cls)
+    return _build(cls, {key: _coerce(raw, hints[key], f"{name}{{{key}}}") if key in hints else raw
+                        for key, raw in options.items()})
 
 
 def _coerce(raw: Any, hint: Any, where: str) -> Any:
@@ -169,7 +231,9 @@ def _coerce(raw: Any, hint: Any, where: str) -> Any:
         non_none = [a for a in args if a is not type(None)]
         if raw in ("none", "None", "null") and type(None) in args:
             return None
-        return _coerce(raw, non_none[0], where) if len(non_none) == 1 else raw
+        # ``int | tuple[int, ...]``: a list takes the sequence type, one value the other one
+        fits = [a for a in non_none if _takes_many(a) == isinstance(raw, list)] or non_none
+        return _coerce(raw, fits[0], where)
     if hint is bool:
         if str(raw).lower() in ("true", "1", "yes"):
             return True
@@ -222,22 +286,26 @@ def _apply_one(p: Pass, graph: Graph, ran: list[str]) -> Graph:
         raise
     except Exception as e:
         raise PassError(f"pass '{p}' failed unexpectedly: {type(e).__name__}: {e}\n{context}") from e
-    if _versions(graph) != version:
-        raise PassError(f"pass '{p}' changed its input graph; passes must build a new one {context}")
+    changed = [where for where, v in _versions(graph).items() if version.get(where) != v]
+    if changed:
+        what = "its input graph" if changed[0] == "" else f"the body of nested model {changed[0]!r} in its input"
+        raise PassError(f"pass '{p}' changed {what}; passes must build a new one {context}")
     return out
 
 
-def _versions(graph: Graph) -> list[int]:
-    """The version of ``graph`` and of every nested body: a pass that edits a body in place
-    changes it there, not in the graph that holds it."""
-    found, stack, seen = [], [graph], set()
+def _versions(graph: Graph) -> dict[str, int]:
+    """The version of ``graph`` (at ``""``) and of every nested body (at its layer path, e.g.
+    ``"enc/block"``): a pass that edits a body in place changes it there, not in the graph that
+    holds it. A body shared by several layers is listed once."""
+    found, stack, seen = {}, [("", graph)], set()
     while stack:
-        g = stack.pop()
+        where, g = stack.pop()
         if id(g) in seen:
             continue
         seen.add(id(g))
-        found.append(g.version)
-        stack.extend(layer.body for layer in g.layers.values() if layer.body is not None)
+        found[where] = g.version
+        stack.extend((f"{where}/{name}" if where else name, layer.body)
+                     for name, layer in g.layers.items() if layer.body is not None)
     return found
 
 
@@ -246,12 +314,7 @@ def as_function(cls: type[Pass]) -> Callable[..., Graph]:
 
     @functools.wraps(cls, assigned=("__doc__",), updated=())
     def fn(graph: Graph, **options: Any) -> Graph:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - fields)
-        if unknown:
-            raise PipelineError(f"pass {cls.name!r} has no option(s) {', '.join(unknown)}; "
-                                f"its options: {', '.join(sorted(fields)) or 'none'}")
-        return run(graph, cls(**options))
+        return run(graph, _build(cls, options))
 
     fn.__name__ = fn.__qualname__ = cls.name.replace("-", "_")
     return fn

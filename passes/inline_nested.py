@@ -59,12 +59,14 @@ def inline(graph: Graph) -> Graph:
     remap = _expand(graph, new, final, {}, None, next_call, recorded_training_wins(graph), top=True)
     new.set_inputs(graph.inputs, graph.input_keys)
     new.set_outputs((remap.get(r, r) for r in graph.outputs), graph.output_keys)
-    new.aliases = dict(graph.aliases)
+    for name, calls in graph.aliases.items():
+        for k, outputs in calls.items():
+            new.set_alias(name, k, outputs)
     for node in graph.nodes():  # the nested models' own outputs stay addressable by their names
         body = graph.layers[node.layer].body
         if body is not None:
             outputs = [remap[ValueRef(node.id, i)] for i in range(len(body.outputs))]
-            new.aliases.setdefault(node.layer, {})[node.call_index] = outputs
+            new.set_alias(node.layer, node.call_index, outputs)
     return new
 
 
@@ -153,8 +155,8 @@ def _expand(body: Graph, new: Graph, final: dict[tuple, Layer], local: dict[Valu
                     local[ValueRef(node.id, i)] = ValueRef(copy.id, i)
     for ref, mask in body.masks.items():  # which values carry a Keras mask, renamed as they were
         value = local.get(ref, ref)
-        if value.node in new:
-            new.masks.setdefault(value, mask)
+        if value.node in new and value not in new.masks:
+            new.set_mask(value, mask)
     return local
 
 
@@ -248,7 +250,7 @@ def _with_masks(new: Graph, node, body: Graph, bound: dict, local: dict, final: 
         name = unique_name(f"{node.layer}_{body.node(inner.node).layer}_masked", taken)
         taken.add(name)
         value = mask_layers.attach(new, bound[inner], local.get(ref, ref), name)
-        new.masks[value] = new.value_type(local.get(ref, ref))
+        new.set_mask(value, new.value_type(local.get(ref, ref)))
         bound[inner] = value
     return bound
 

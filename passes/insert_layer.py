@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from ..ir import Graph, KgraftError, ValueRef
 from ..ir.refs import resolve
 from .add_head import attach_head
-from .infra import Pass, register
+from .infra import Pass, register, required
 from .surgery_sites import edit_at, invalidate, locate, read_graph, value_users
 
 __all__ = ["InsertLayer", "insert_after"]
@@ -53,12 +53,10 @@ class InsertLayer(Pass):
     """Apply ``layers`` (IR graph or file, one input and output) to ``at``; its consumers read the result."""
 
     name: ClassVar[str] = "insert-layer"
-    at: str = ""
-    layers: Any = None
+    at: str = required("<ref>")
+    layers: Any = required("<IR graph or .kgir file>")
 
     def apply(self, graph: Graph) -> Graph:
-        if not self.at or self.layers is None:
-            raise KgraftError("insert-layer needs both at=<ref> and layers=<IR graph or .kgir file>")
         layers = read_graph(self.layers, "insert-layer", "layers")
         site = locate(graph, self.at)
         return edit_at(graph, site.chain, lambda g: insert_after(g, resolve(g, site.ref), layers))

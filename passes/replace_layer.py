@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from ..ir import Graph, KgraftError, Layer, RefError, TensorType
 from ..ir.refs import parse_ref
-from .infra import Pass, register
+from .infra import Pass, register, required
 from .surgery_sites import Site, edit_at, invalidate, layer_sites, locate, read_graph, template_layer
 
 __all__ = ["ReplaceLayer", "targets_of", "swap_layer"]
@@ -88,13 +88,11 @@ class ReplaceLayer(Pass):
     """Replace layer ``target`` (a ref, or every layer of a class) by the layer of template ``new``."""
 
     name: ClassVar[str] = "replace-layer"
-    target: str = ""
-    new: Any = None
+    target: str = required("<layer ref or class>")
+    new: Any = required("<IR graph or .kgir file>")
     copy_weights: bool = True
 
     def apply(self, graph: Graph) -> Graph:
-        if not self.target or self.new is None:
-            raise KgraftError("replace-layer needs target=<layer ref or class> and new=<IR graph or .kgir file>")
         templates = self.new if isinstance(self.new, dict) else None
         shared = None if templates is not None else read_graph(self.new, "replace-layer", "new")
         for chain, name in targets_of(graph, self.target):

@@ -13,11 +13,11 @@ shape too. A layer whose weights then no longer fit fails the build with a ``Sha
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from ..ir import Graph, KgraftError, RefError, TensorType, ValueRef
-from .infra import Pass, register
+from .infra import Pass, register, required
 from .surgery_sites import KEEPS_TYPE, invalidate, unbuilt
 
 __all__ = ["SetInputShape", "with_input_type", "parse_shape"]
@@ -71,12 +71,10 @@ class SetInputShape(Pass):
     """Give input ``input`` (default: the only one) the shape ``shape`` (no batch dimension)."""
 
     name: ClassVar[str] = "set-input-shape"
-    shape: list = field(default_factory=list)
+    shape: tuple = required("[null,null,3]")  # without the batch dimension
     input: str | None = None
 
     def apply(self, graph: Graph) -> Graph:
-        if not self.shape:
-            raise KgraftError("set-input-shape needs shape=[...] without the batch dimension, e.g. shape=[null,null,3]")
         names = [graph.node(i).layer for i in graph.inputs]
         if self.input is None and len(names) != 1:
             raise KgraftError(f"set-input-shape: model {graph.name!r} has {len(names)} inputs ({', '.join(names)}); "

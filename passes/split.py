@@ -25,14 +25,14 @@ points.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 from ..analysis.cuts import cut_sides, normalize_cuts
 from ..ir import CutError, Graph, Layer, Node, ValueRef
 from ..ir.refs import resolve_many
 from .extract import build_subgraph, inline_if_needed
-from .infra import Pass, register
+from .infra import Pass, Refs, register, required
 from .prune_unreachable import prune
 
 __all__ = ["Split", "SplitPlan", "resolve_split", "pipeline_graph"]
@@ -107,7 +107,7 @@ class Split(Pass):
     """Cut the model at ``at`` (a list of cuts; a cut is a ref or a list of refs)."""
 
     name: ClassVar[str] = "split"
-    at: list = field(default_factory=list)
+    at: tuple[str | Refs, ...] = required("conv4_block6_out")
 
     def apply(self, graph: Graph) -> Graph:
         return pipeline_graph(resolve_split(graph, normalize_cuts(self.at)))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from kgraft.ir import INPUT_CLASS, Graph, Layer, Node, TensorType, ValueRef, VerificationError, parse, verify
-from kgraft.ir.tree import iter_refs, map_refs
+import copy
+import pickle
+
+from kgraft.ir.tree import FrozenDict, freeze, iter_refs, map_refs, thaw
 from kgraft.ir.types import UNKNOWN
 
 
@@ -48,9 +51,29 @@ def test_iter_and_map_refs():
     tree = [a, {"k": [b, 3], "c": "const"}, (a,)]
     assert list(iter_refs(tree)) == [((0,), a), ((1, "k", 0), b), ((2, 0), a)]
     mapped = map_refs(tree, lambda r: ValueRef(r.node, r.index + 10))
-    assert mapped == [ValueRef("a#0", 10), {"k": [ValueRef("b#0", 11), 3], "c": "const"}, (ValueRef("a#0", 10),)]
-    assert isinstance(mapped[2], tuple)
-    assert tree[0] == a  # the input is not changed
+    assert mapped == (ValueRef("a#0", 10), {"k": (ValueRef("b#0", 11), 3), "c": "const"}, (ValueRef("a#0", 10),))
+    assert isinstance(mapped[1], FrozenDict) and isinstance(mapped[1]["k"], tuple)  # frozen, like a node's
+    assert tree[0] == a and tree[1]["k"] == [b, 3]  # the input is not changed
+
+
+def test_freeze_and_thaw():
+    a = ValueRef("a#0")
+    tree = [a, {"k": [a, {"n": [1]}]}, []]
+    frozen = freeze(tree)
+    assert frozen == (a, {"k": (a, {"n": (1,)})}, ())
+    assert hash(frozen) == hash(freeze(thaw(frozen)))  # hashable, and thaw undoes freeze
+    assert thaw(frozen) == tree and type(thaw(frozen)[1]["k"][1]) is dict
+    assert freeze(frozen) == frozen
+    inner = frozen[1]
+    for change in (lambda: inner.__setitem__("x", 1), lambda: inner.update(x=1), lambda: inner.pop("k"),
+                   lambda: inner.setdefault("x", 1), inner.clear, inner.popitem, lambda: inner.__delitem__("k")):
+        with pytest.raises(TypeError, match="FrozenDict is read-only"):
+            change()
+    with pytest.raises(TypeError):
+        inner |= {"x": 1}
+    assert inner == {"k": (a, {"n": (1,)})}
+    assert pickle.loads(pickle.dumps(frozen)) == frozen and copy.deepcopy(frozen) == frozen
+    assert type(copy.deepcopy(inner)) is FrozenDict
 
 
 # ---------------------------------------------------------------------------- Graph
@@ -143,12 +166,12 @@ def test_every_change_bumps_version():
 def test_replace_all_uses():
     g = _small()
     g.replace_all_uses(ValueRef("shared#1"), ValueRef("shared#0"))
-    assert g.node("add#0").args == [[ValueRef("shared#0"), ValueRef("shared#0")]]
+    assert g.node("add#0").args == ((ValueRef("shared#0"), ValueRef("shared#0")),)
     assert g.users("shared#1") == set()
     edges = sorted((u, d["pos"]) for u, v, d in g.nx.in_edges("add#0", data=True))
     assert edges == [("shared#0", ("args", 0, 0)), ("shared#0", ("args", 0, 1))]
     g.replace_all_uses(ValueRef("add#0"), ValueRef("shared#0"))
-    assert g.outputs == [ValueRef("shared#0")]
+    assert g.outputs == (ValueRef("shared#0"),)
 
 
 def test_remove_nodes_and_unused_layers():
@@ -157,7 +180,7 @@ def test_remove_nodes_and_unused_layers():
     g.remove_nodes(["add#0", "shared#1", "b#0"])
     g.remove_unused_layers()
     assert set(g.layers) == {"a", "shared"}
-    assert g.inputs == ["a#0"]
+    assert g.inputs == ("a#0",)
     assert g.value_name(ValueRef("shared#0")) == "shared"  # no longer shared
     verify(g)
 
@@ -188,11 +211,68 @@ def test_frozen_nodes_and_layers():
         g.layers["add"].name = "x"  # type: ignore[misc]
 
 
+def test_node_arguments_are_frozen():
+    node = Node("n#0", "n", 0, [[ValueRef("a#0")], 3], {"mask": ValueRef("m#0"), "opts": {"k": [1]}})
+    assert node.args == ((ValueRef("a#0"),), 3) and node.kwargs["opts"] == {"k": (1,)}
+    with pytest.raises(AttributeError):
+        node.args.append(ValueRef("b#0"))  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        node.args[0][0] = ValueRef("b#0")  # type: ignore[index]
+    with pytest.raises(TypeError, match="read-only"):
+        node.kwargs["mask"] = ValueRef("b#0")
+    with pytest.raises(TypeError, match="read-only"):
+        node.kwargs["opts"]["k"] = 2
+    assert [ref for _, ref in node.operands()] == [ValueRef("a#0"), ValueRef("m#0")]  # so never stale
+    assert hash(node) == hash(Node("n#0", "n", 0, node.args, node.kwargs))
+
+
+def test_graph_containers_are_read_only():
+    g = _small()
+    version = g.version
+    with pytest.raises(TypeError):
+        g.layers["add"] = Layer("add", "Add")  # type: ignore[index]
+    with pytest.raises(TypeError):
+        del g.layers["add"]  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        g.inputs.append("x#0")  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        g.outputs.clear()  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        g.masks[ValueRef("a#0")] = TensorType((None, 4), "bool")  # type: ignore[index]
+    with pytest.raises(TypeError):
+        g.aliases["x"] = {}  # type: ignore[index]
+    for attribute in ("layers", "inputs", "outputs", "masks", "aliases", "input_keys", "output_keys", "version"):
+        with pytest.raises(AttributeError):
+            setattr(g, attribute, None)
+    with pytest.raises(AttributeError):
+        g.anything_else = 1  # type: ignore[attr-defined]
+    assert g.version == version and g.layers["add"].class_name == "Add"
+    with pytest.raises(Exception):
+        g.nx.add_node("x#0")  # the networkx view is frozen too
+
+
+def test_recorded_masks_and_aliases_bump_version():
+    g = _small()
+    v = g.version
+    g.set_mask(ValueRef("a#0"), TensorType((None,), "bool"))
+    g.set_alias("inner", 0, [ValueRef("add#0")])
+    g.set_alias("inner", 1, [ValueRef("shared#0")])
+    assert g.version == v + 3
+    assert g.masks == {ValueRef("a#0"): TensorType((None,), "bool")}
+    assert g.aliases == {"inner": {0: (ValueRef("add#0"),), 1: (ValueRef("shared#0"),)}}
+    c = g.copy()
+    c.set_masks({})
+    c.set_alias("inner", 0, [])
+    assert g.masks and g.aliases["inner"][0] == (ValueRef("add#0"),)  # the copy's changes are its own
+    g.name = "renamed"
+    assert g.version == v + 4 and c.name == "g"
+
+
 def test_with_operands_builds_a_new_node():
     node = Node("n#0", "n", 0, [ValueRef("a#0"), 3], {"mask": ValueRef("m#0"), "k": None})
     new = node.with_operands(lambda r: ValueRef("z#0", r.index))
-    assert new.args == [ValueRef("z#0"), 3] and new.kwargs == {"mask": ValueRef("z#0"), "k": None}
-    assert node.args == [ValueRef("a#0"), 3]
+    assert new.args == (ValueRef("z#0"), 3) and new.kwargs == {"mask": ValueRef("z#0"), "k": None}
+    assert node.args == (ValueRef("a#0"), 3)
     assert [p for p, _ in node.operands()] == [("args", 0), ("kwargs", "mask")]
 
 

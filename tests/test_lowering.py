@@ -129,8 +129,8 @@ def test_small_config_prints_exactly():
     graph = lower_config(small_config())
     verify(graph)
     assert str(graph) == SMALL_TEXT
-    assert graph.inputs == ["a#0", "b#0"]
-    assert graph.outputs == [ValueRef("out#0", 0)]
+    assert graph.inputs == ("a#0", "b#0")
+    assert graph.outputs == (ValueRef("out#0", 0),)
     assert graph.kind == "Functional" and graph.name == "m"
 
 
@@ -140,7 +140,7 @@ def test_small_config_structure():
     assert set(graph.layers) == {"a", "b", "shared", "add", "out"}
     assert len(graph) == 6
     add = graph.node("add#0")
-    assert add.args == [[ValueRef("shared#0"), ValueRef("shared#1")]]
+    assert add.args == ((ValueRef("shared#0"), ValueRef("shared#1")),)
     assert list(add.operands()) == [(("args", 0, 0), ValueRef("shared#0")), (("args", 0, 1), ValueRef("shared#1"))]
     edges = sorted((u, v, d["out"], d["pos"]) for u, v, d in graph.nx.edges(data=True) if v == "add#0")
     assert edges == [("shared#0", "add#0", 0, ("args", 0, 0)), ("shared#1", "add#0", 0, ("args", 0, 1))]
@@ -179,7 +179,7 @@ def test_single_endpoint_form():
     cfg = functional("one", [input_entry("x", [3]), layer_entry("ReLU", "r", [call(kt("x", shape=[None, 3]))])],
                      ["x", 0, 0], ["r", 0, 0])
     graph = lower_config(cfg)
-    assert graph.inputs == ["x#0"] and graph.outputs == [ValueRef("r#0")]
+    assert graph.inputs == ("x#0",) and graph.outputs == (ValueRef("r#0"),)
 
 
 def test_kwargs_with_tensors_and_constants():
@@ -192,9 +192,9 @@ def test_kwargs_with_tensors_and_constants():
     ], [["x", 0, 0], ["m", 0, 0]], [["att", 0, 0]])
     graph = verify(lower_config(cfg))
     node = graph.node("att#0")
-    assert node.args == [ValueRef("x#0")]
+    assert node.args == (ValueRef("x#0"),)
     assert node.kwargs == {"mask": ValueRef("m#0"), "scale": 2.0, "training": False, "extra": None,
-                           "pair": [ValueRef("x#0"), 3]}
+                           "pair": (ValueRef("x#0"), 3)}
     assert [p for p, _ in node.operands()] == [("args", 0), ("kwargs", "mask"), ("kwargs", "pair", 0)]
     assert graph.value_type(ValueRef("m#0")) == TensorType((None, 5), "bool")
     text = str(graph)
@@ -212,7 +212,7 @@ def test_shared_layer_call_listed_before_its_input_producer():
     ], [["a", 0, 0]], [["shared", 1, 0]])
     graph = verify(lower_config(cfg))
     assert graph.topological_ids() == ["a#0", "shared#0", "mid#0", "shared#1"]
-    assert graph.node("shared#1").args == [ValueRef("mid#0")]
+    assert graph.node("shared#1").args == (ValueRef("mid#0"),)
     text = str(graph)
     assert text.splitlines()[1:4] == [
         "  %shared@0 = Dense @shared#0(%a) {units=4} : f32[?,4]",
@@ -251,13 +251,13 @@ def test_multi_output_and_shared_value_names():
 def test_legacy_tf_keras_format():
     graph = verify(lower_config(legacy_config()))
     assert graph.name == "legacy" and graph.kind == "Functional"
-    assert graph.inputs == ["in#0"]
+    assert graph.inputs == ("in#0",)
     assert graph.node("in#0").outputs == (TensorType((None, 4), "float32"),)
-    assert graph.node("d1#0").args == [ValueRef("in#0")]
+    assert graph.node("d1#0").args == (ValueRef("in#0"),)
     assert graph.node("d1#0").kwargs == {}
     assert graph.node("d2#0").kwargs == {"training": False}
     # a merge layer's inbound tensors become one list argument
-    assert graph.node("add#0").args == [[ValueRef("d1#0"), ValueRef("d2#0")]]
+    assert graph.node("add#0").args == ((ValueRef("d1#0"), ValueRef("d2#0")),)
     text = str(graph)
     assert "%add = Add @add#0([%d1, %d2])" in text
     assert '%d2 = Dense @d2#0(%in, training=false) {activation="tanh", units=3}' in text
@@ -272,8 +272,8 @@ def test_legacy_shared_layer_and_tensor_index():
     layers[3]["inbound_nodes"] = [[["d1", 1, 0, {}], ["d2", 0, 0, {}]]]
     graph = verify(lower_config(cfg))
     assert [n.id for n in graph.call_sites("d1")] == ["d1#0", "d1#1"]
-    assert graph.node("d1#1").args == [ValueRef("d1#0")]
-    assert graph.node("add#0").args == [[ValueRef("d1#1"), ValueRef("d2#0")]]
+    assert graph.node("d1#1").args == (ValueRef("d1#0"),)
+    assert graph.node("add#0").args == ((ValueRef("d1#1"), ValueRef("d2#0")),)
     assert "%add = Add @add#0([%d1@1, %d2])" in str(graph)
 
 
@@ -299,7 +299,7 @@ def test_legacy_sequential():
     graph = verify(lower_config(cfg))
     assert graph.kind == "Sequential"
     assert [n.id for n in graph.nodes()] == ["x#0", "h#0", "o#0"]
-    assert graph.node("o#0").args == [ValueRef("h#0")]
+    assert graph.node("o#0").args == (ValueRef("h#0"),)
     assert str(graph).splitlines()[0] == "kgraft.sequential @seq(%x: f32[?,6]) {"
 
 
@@ -308,7 +308,7 @@ def test_sequential_without_input_layer_uses_build_input_shape():
         {"class_name": "Dense", "config": {"name": "d", "units": 2}},
     ]}}
     graph = verify(lower_config(cfg))
-    assert graph.inputs == ["s_input#0"]
+    assert graph.inputs == ("s_input#0",)
     assert graph.node("s_input#0").outputs[0] == TensorType((None, 7), "float32")
     never_built = {"class_name": "Sequential", "config": {"name": "nb", "layers": [
         {"class_name": "Dense", "config": {"name": "d", "units": 2}}]}}
@@ -366,8 +366,8 @@ def test_nested_configs():
     # model keys live in the body; the spec keeps the rest (trainable flag included)
     assert "layers" not in seq.spec["config"] and seq.config["trainable"] is False
     # Keras 3 numbers a nested Functional's calls from 1 in output_layers only
-    assert graph.outputs == [ValueRef("inner_fn#0")]
-    assert graph.node("inner_fn#0").args == [ValueRef("inner_seq#0")]
+    assert graph.outputs == (ValueRef("inner_fn#0"),)
+    assert graph.node("inner_fn#0").args == (ValueRef("inner_seq#0"),)
     # the type of an output nobody consumes comes from the body
     assert graph.value_type(ValueRef("inner_fn#0")) == TensorType((None, 2), "float32")
     text = str(graph)
@@ -585,8 +585,8 @@ def test_keras3_nested_functional_is_numbered_from_one_in_output_layers():
     inner["inbound_nodes"] = [call(kt("a", shape=[None, 4])), call(kt("inner", 0, 0, [None, 4]))]
     cfg = functional("outer", [input_entry("a", [4]), inner], [["a", 0, 0]], [["inner", 2, 0], ["inner", 1, 0]])
     graph = verify(lower_config(cfg))
-    assert graph.outputs == [ValueRef("inner#1"), ValueRef("inner#0")]
-    assert graph.node("inner#1").args == [ValueRef("inner#0")]
+    assert graph.outputs == (ValueRef("inner#1"), ValueRef("inner#0"))
+    assert graph.node("inner#1").args == (ValueRef("inner#0"),)
     assert str(graph).rstrip().splitlines()[-2] == "  return %inner@1, %inner@0"
 
 
@@ -596,7 +596,7 @@ def test_keras3_single_nested_functional_output():
     inner["inbound_nodes"] = [call(kt("a", shape=[None, 4]))]
     graph = verify(lower_config(functional("outer", [input_entry("a", [4]), inner], [["a", 0, 0]],
                                            [["backbone", 1, 0]])))
-    assert graph.outputs == [ValueRef("backbone#0")]
+    assert graph.outputs == (ValueRef("backbone#0"),)
     assert graph.value_type(ValueRef("backbone#0")) == TensorType((None, 4), "float32")
 
 
@@ -607,7 +607,7 @@ def test_keras3_nested_sequential_is_numbered_from_zero():
                {k: v for k, v in layer_entry("Dense", "sd", units=2).items() if k != "inbound_nodes"}]},
            "inbound_nodes": [call(kt("a", shape=[None, 4]))]}
     graph = verify(lower_config(functional("outer", [input_entry("a", [4]), seq], [["a", 0, 0]], [["seq", 0, 0]])))
-    assert graph.outputs == [ValueRef("seq#0")]
+    assert graph.outputs == (ValueRef("seq#0"),)
 
 
 def test_legacy_nested_models_are_numbered_from_one():
@@ -639,10 +639,10 @@ def test_legacy_nested_models_are_numbered_from_one():
         "input_layers": [["x", 0, 0]],
         "output_layers": [["final", 0, 0], ["sub", 1, 0]]}}
     graph = verify(lower_config(cfg))
-    assert graph.node("sub#0").args == [ValueRef("head#0")]
-    assert graph.node("sub#1").args == [ValueRef("sub#0")]
-    assert graph.node("final#0").args == [ValueRef("sub#1")]
-    assert graph.outputs == [ValueRef("final#0"), ValueRef("sub#0")]
+    assert graph.node("sub#0").args == (ValueRef("head#0"),)
+    assert graph.node("sub#1").args == (ValueRef("sub#0"),)
+    assert graph.node("final#0").args == (ValueRef("sub#1"),)
+    assert graph.outputs == (ValueRef("final#0"), ValueRef("sub#0"))
 
 
 def test_dict_outputs_follow_keras_flattening_order():
@@ -653,5 +653,5 @@ def test_dict_outputs_follow_keras_flattening_order():
         layer_entry("Dense", "aa", [call(kt("a", shape=[None, 3]))], units=5),
     ], {"a": ["a", 0, 0]}, {"sum": ["zz", 0, 0], "dense": ["aa", 0, 0]})
     graph = verify(lower_config(cfg))
-    assert graph.inputs == ["a#0"]
-    assert graph.outputs == [ValueRef("aa#0"), ValueRef("zz#0")]
+    assert graph.inputs == ("a#0",)
+    assert graph.outputs == (ValueRef("aa#0"), ValueRef("zz#0"))

@@ -111,7 +111,7 @@ def test_shared_layer_stays_one_layer(roundtrip, random_inputs):
     model = shared_model()
     graph, rebuilt = roundtrip(model)
     assert [n.id for n in graph.call_sites("shared")] == ["shared#0", "shared#1"]
-    assert graph.node("cat#0").args == [[ValueRef("shared#0"), ValueRef("shared#1")]]
+    assert graph.node("cat#0").args == ((ValueRef("shared#0"), ValueRef("shared#1")),)
     shared = [layer for layer in rebuilt.layers if layer.name == "shared"]
     assert len(shared) == 1, "the shared layer was duplicated"
     assert len(shared[0]._inbound_nodes) == 2
@@ -146,8 +146,8 @@ def test_weights_false_builds_fresh_weights(random_inputs, run_model, max_abs_di
 def test_multi_input_multi_output(roundtrip):
     model = multi_io_model()
     graph, rebuilt = roundtrip(model)
-    assert graph.inputs == ["a#0", "b#0"]
-    assert graph.outputs == [ValueRef("head1#0"), ValueRef("head2#0"), ValueRef("pool#0")]
+    assert graph.inputs == ("a#0", "b#0")
+    assert graph.outputs == (ValueRef("head1#0"), ValueRef("head2#0"), ValueRef("pool#0"))
     assert [str(graph.value_type(r)) for r in graph.outputs] == ["f32[?,2]", "f32[?,3]", "f32[?,6]"]
     assert [t.name for t in rebuilt.inputs] == ["a", "b"]
     assert rebuilt.output_names == model.output_names
@@ -162,7 +162,7 @@ def test_dict_outputs_keep_their_order_and_types(run_model, random_inputs, max_a
         graph = kgraft.lower(model)
         rebuilt = kgraft.build(graph)
     # model.outputs flattens the dict in sorted key order: dense, sum
-    assert graph.outputs == [ValueRef("dd#0"), ValueRef("s#0")]
+    assert graph.outputs == (ValueRef("dd#0"), ValueRef("s#0"))
     assert [str(graph.value_type(r)) for r in graph.outputs] == ["f32[?,2]", "f32[?,3]"]
     x = {"a": random_inputs(model, seed=1)[0], "b": random_inputs(model, seed=2)[1]}
     expected = run_model(model, x)
@@ -200,8 +200,8 @@ def test_multi_output_layer_and_masking(roundtrip, random_inputs):
                      str(graph))
     mask = graph.node("lstm#0").kwargs["mask"]
     assert graph.layer_of(mask.node).class_name == "NotEqual"
-    assert graph.node(mask.node).args == [ValueRef("tokens#0"), 0]
-    assert graph.node("cat#0").args == [[ValueRef("gmp#0"), ValueRef("lstm#0", 1), ValueRef("lstm#0", 2)]]
+    assert graph.node(mask.node).args == (ValueRef("tokens#0"), 0)
+    assert graph.node("cat#0").args == ((ValueRef("gmp#0"), ValueRef("lstm#0", 1), ValueRef("lstm#0", 2)),)
 
 
 def test_layer_called_with_two_tensors_and_kwargs(roundtrip):
@@ -303,7 +303,7 @@ def test_nested_functional_as_output_and_called_twice(roundtrip):
     h2 = block(h1)
     model = randomize(keras.Model(a, [h2, h1, keras.layers.Dense(2, name="head")(h2)], name="twice"), seed=9)
     graph, rebuilt = roundtrip(model)
-    assert graph.outputs == [ValueRef("block#1"), ValueRef("block#0"), ValueRef("head#0")]
+    assert graph.outputs == (ValueRef("block#1"), ValueRef("block#0"), ValueRef("head#0"))
     assert len(rebuilt.get_layer("block")._inbound_nodes) == 2
 
 
@@ -312,7 +312,7 @@ def test_nested_functional_as_the_only_output(roundtrip):
     backbone = keras.Model(x, keras.layers.Dense(3, name="bd")(x), name="backbone")
     a = keras.Input((4,), name="a")
     graph, _ = roundtrip(randomize(keras.Model(a, backbone(a), name="wrapper"), seed=10))
-    assert graph.outputs == [ValueRef("backbone#0")]
+    assert graph.outputs == (ValueRef("backbone#0"),)
 
 
 def test_lower_then_build_twice_gives_independent_models(nested, random_inputs, run_model, max_abs_diff):

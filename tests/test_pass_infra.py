@@ -25,7 +25,12 @@ from kgraft.ir import (
     parse,
 )
 from kgraft.passes import Pass, parse_pipeline, register, registry, run
+from kgraft.passes.delete_channels import DeleteChannels
+from kgraft.passes.extract import Extract
+from kgraft.passes.rename import Rename
+from kgraft.passes.split import Split
 from kgraft.passes import infra
+from kgraft.passes.infra import Refs, required
 from kgraft.passes.prune_unreachable import PruneUnreachable
 
 
@@ -91,7 +96,19 @@ class BodyMutatePass(Pass):
         return graph.copy()
 
 
-TEST_PASSES = [OptsPass, BreakPass, MutatePass, FailPass, BodyMutatePass]
+@dataclass(frozen=True)
+class RequiredPass(Pass):
+    """A required option of type "a ref or a list of refs", and an optional one."""
+
+    name: ClassVar[str] = "test-required"
+    at: Refs = required("conv1")
+    depth: int = 0
+
+    def apply(self, graph: Graph) -> Graph:
+        return graph.copy()
+
+
+TEST_PASSES = [OptsPass, BreakPass, MutatePass, FailPass, BodyMutatePass, RequiredPass]
 
 
 @pytest.fixture
@@ -333,8 +350,28 @@ kgraft.model @m(%x: f32[?,4]) {
 
 
 def test_a_pass_that_edits_a_nested_body_in_place_is_caught(test_passes):
-    with pytest.raises(PassError, match="changed its input graph"):
+    with pytest.raises(PassError) as info:
         run(parse(NESTED_TEXT), "test-mutate-body")
+    assert str(info.value) == ("pass 'test-mutate-body' changed the body of nested model 'enc' in its input; passes "
+                               "must build a new one (in pass 'test-mutate-body'; passes already run: none)")
+
+
+def test_a_nested_body_can_only_change_through_its_methods():
+    body = parse(NESTED_TEXT).layers["enc"].body
+    with pytest.raises(AttributeError):
+        body.outputs.append(ValueRef("i#0"))  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        body.layers["d"] = body.layers["d"]  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        body.node("d#0").args.append(ValueRef("i#0"))  # type: ignore[attr-defined]
+
+
+def test_manager_verifies_its_input_before_the_first_pass(test_passes):
+    graph = parse(PRUNED)
+    graph.set_outputs([])
+    with pytest.raises(VerificationError, match="the model has no outputs") as info:
+        run(graph, "test-fail")  # test-fail would raise a RuntimeError had it run
+    assert "(in pass" not in str(info.value)
 
 
 def test_run_takes_one_graph():
@@ -349,8 +386,67 @@ def test_run_rejects_invalid_pipeline_before_running(graph, test_passes):
 
 
 def test_pass_function_rejects_unknown_options(graph):
-    with pytest.raises(PipelineError, match="pass 'prune-unreachable' has no option\\(s\\) bogus; its options: none"):
+    with pytest.raises(PipelineError, match="pass 'prune-unreachable' has no option 'bogus'; its options: none"):
         kgraft.passes.prune_unreachable(graph, bogus=1)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("test-required", "pass 'test-required' needs option 'at', e.g. test-required{at=conv1}; "
+                      "its options: at (required), depth"),
+    ("test-required{depth=2}", "pass 'test-required' needs option 'at'"),
+    ("split", "pass 'split' needs option 'at', e.g. split{at=conv4_block6_out}; its options: at (required)"),
+    ("extract{inputs=a}", "pass 'extract' needs option 'outputs', e.g. extract{outputs=block5_conv3}"),
+    ("add-head{at=pool}", "pass 'add-head' needs option 'head', e.g. add-head{head=<IR graph or .kgir file>}"),
+    ("delete-channels", "pass 'delete-channels' needs option 'ref', 'channels', e.g. "
+                        "delete-channels{ref=conv1,channels=[0,3]}"),
+    ("delete-channels{ref=c1,channels=[0,x]}", "option delete-channels{channels} expects a number, got 'x'"),
+])
+def test_options_are_checked_when_the_pipeline_is_parsed(graph, test_passes, text, message):
+    with pytest.raises(PipelineError) as info:
+        run(graph, f"test-mutate,{text}")  # nothing runs: test-mutate would fail the run
+    assert str(info.value).startswith(message), str(info.value)
+    assert graph.version == parse(TEXT).version
+
+
+def test_a_missing_option_from_python_is_the_same_error(graph):
+    with pytest.raises(PipelineError, match=r"pass 'split' needs option 'at', e\.g\. split\{at=conv4_block6_out\}"):
+        kgraft.passes.split(graph)
+
+
+@pytest.mark.parametrize("text, built", [
+    ("test-required{at=a}", RequiredPass(at="a")),
+    ("test-required{at=[a]}", RequiredPass(at=["a"])),
+    ("test-required{at=[a,b],depth=3}", RequiredPass(at=("a", "b"), depth=3)),
+    ("split{at=a}", Split(at="a")),
+    ("split{at=[a,[b,c]]}", Split(at=["a", ["b", "c"]])),
+    ("extract{outputs=[x,y],inputs=z}", Extract(outputs=["x", "y"], inputs="z")),
+    ("extract{outputs=x,inputs=none}", Extract(outputs="x")),
+    ("delete-channels{ref=c1,channels=[0,3]}", DeleteChannels(ref="c1", channels=[0, 3])),
+    ("delete-channels{ref=[c1,c2],channels=[[0],[1,2]]}", DeleteChannels(ref=["c1", "c2"], channels=[[0], [1, 2]])),
+])
+def test_a_pass_from_text_equals_the_pass_from_python(test_passes, text, built):
+    (parsed,) = parse_pipeline(text)
+    assert parsed == built and hash(parsed) == hash(built)
+    assert parse_pipeline(str(built)) == [built]  # and prints back to the same pass
+
+
+def test_a_ref_or_a_list_of_refs_is_a_tuple(test_passes):
+    assert RequiredPass(at="a").at == ("a",) and RequiredPass(at=["a", "b"]).at == ("a", "b")
+    assert Extract(outputs="x").outputs == ("x",) and Extract(outputs="x").inputs is None
+    assert Split(at=["a", ["b", "c"]]).at == ("a", ("b", "c"))
+    assert str(Split(at=[["b", "c"]])) == "split{at=[[b,c]]}"  # one two-tensor cut stays one
+
+
+def test_pass_objects_are_hashable(test_passes):
+    passes = [cls(**options) for cls, options in [
+        (PruneUnreachable, {}), (OptsPass, {"names": ["a"]}), (Split, {"at": ["a", ["b", "c"]]}),
+        (Extract, {"outputs": ["x"]}), (Rename, {"names": {"a": "b"}}), (DeleteChannels, {"ref": "c", "channels": [1]}),
+    ]]
+    assert len(set(passes)) == len(passes)
+    assert {Extract(outputs="x"), Extract(outputs=["x"]), Extract(outputs=("x",))} == {Extract(outputs="x")}
+    assert Rename(names={"a": "b"}) == Rename(names={"a": "b"}) and hash(Rename(names={"a": "b"}))
+    with pytest.raises(TypeError, match="read-only"):
+        Rename(names={"a": "b"}).names["c"] = "d"
 
 
 def test_pass_objects_are_frozen():
@@ -367,10 +463,10 @@ def test_prune_removes_dead_branches_and_never_mutates(graph):
     assert str(pruned) == PRUNED
     assert pruned is not graph
     assert "dead" not in pruned.layers and "dead#0" not in pruned
-    assert pruned.inputs == ["a#0"] and "b" not in pruned.layers  # only the dead branch used b
+    assert pruned.inputs == ("a#0",) and "b" not in pruned.layers  # only the dead branch used b
     assert [n.id for n in pruned.call_sites("shared")] == ["shared#0"]
     body = pruned.layers["seq"].body
-    assert "inner_dead" not in body.layers and body.inputs == ["input_layer#0"]
+    assert "inner_dead" not in body.layers and body.inputs == ("input_layer#0",)
     assert "inner_dead" in graph.layers["seq"].body.layers  # the input's body is untouched
 
 
@@ -387,7 +483,7 @@ kgraft.model @m(%a: f32[?,4]) {
 }
 """
     pruned = kgraft.passes.prune_unreachable(parse(text))
-    assert pruned.layers["s"].body.inputs == ["x#0", "y#0"]  # the caller still passes two tensors
+    assert pruned.layers["s"].body.inputs == ("x#0", "y#0")  # the caller still passes two tensors
     assert str(pruned) == text
 
 

@@ -18,7 +18,7 @@ from kgraft.ir import partitions_of
 from kgraft import CutError, KgraftError, PipelineError, RefError, passes
 from kgraft.ir import INPUT_CLASS, Graph, ValueRef, parse, verify
 from kgraft.ir.refs import resolve
-from kgraft.ir.tree import map_refs
+from kgraft.ir.tree import map_refs, thaw
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -66,8 +66,8 @@ def symbolic(g: Graph, inputs: list | None = None) -> list[str]:
             operands = [env[ref] for path, ref in node.operands() if path[0] == "args"]
             outs = symbolic(layer.body, operands)
         else:
-            args = map_refs(node.args, env.__getitem__)
-            kwargs = map_refs(node.kwargs, env.__getitem__)
+            args = thaw(map_refs(node.args, env.__getitem__))
+            kwargs = thaw(map_refs(node.kwargs, env.__getitem__))
             call = f"{layer.class_name}<{'/'.join(layer.path)}>({args!r}; {kwargs!r})"
             outs = [call] if len(node.outputs) == 1 else [f"{call}[{i}]" for i in range(len(node.outputs))]
         for i, expr in enumerate(outs):
@@ -969,7 +969,7 @@ def test_add_head_inside_nested_model():
     assert all(l.body is None for l in out.layers.values())
     assert output_names(out) == ["dense", "probs"]
     assert "dense_1" in out.layers  # the head's dense clashes with the outer dense
-    assert out.node(out.call_sites("dense_1")[0].id).args == [ValueRef("act#1")]
+    assert out.node(out.call_sites("dense_1")[0].id).args == (ValueRef("act#1"),)
     assert symbolic(out)[0] == symbolic(g)[0]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ...ir import KgraftError, ValueRef
-from ...ir.tree import map_refs
+from ...ir.tree import map_refs, thaw
 from .internals import deserialize_keras_object
 
 __all__ = ["call_arguments"]
@@ -25,7 +25,8 @@ def call_arguments(node, value: Callable[[ValueRef], Any]) -> tuple[list, dict]:
         refs.append(ref)
         return f"{_TOKEN}{len(refs) - 1}"
 
-    args, kwargs = map_refs(node.args, token), map_refs(node.kwargs, token)
+    # thawed: Keras takes lists and dicts (the IR's frozen trees hold tuples and FrozenDicts)
+    args, kwargs = thaw(map_refs(node.args, token)), thaw(map_refs(node.kwargs, token))
     args, kwargs = _deserialized(node, args), _deserialized(node, kwargs)
 
     def tensor(leaf):

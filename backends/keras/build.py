@@ -305,4 +305,4 @@ def _is_chain(graph: Graph) -> bool:
         if operands != [prev] or node.kwargs or len(graph.call_sites(node.layer)) != 1:
             return False
         prev = ValueRef(node.id)
-    return graph.outputs == [prev]
+    return graph.outputs == (prev,)

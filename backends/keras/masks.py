@@ -103,7 +103,7 @@ def _record(graph: Graph, model, bound: dict[ValueRef, TensorType]) -> None:
                 mask = _propagated(handle, live_node, masks[first])
             if mask is not None:
                 masks[ValueRef(node.id, i)] = TensorType(tuple(mask.shape), "bool")
-    graph.masks = masks
+    graph.set_masks(masks)
 
 
 def _calls(model, handle) -> list[tuple]:
