@@ -20,7 +20,7 @@ from .ir.errors import (  # noqa: F401
     VerificationError,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 _LAZY = {
     "lower": ".backends.keras",

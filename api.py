@@ -83,34 +83,32 @@ def downstream(model, ref: str, custom_objects: dict | None = None) -> list[str]
 def cut_costs(model, cuts=None, custom_objects: dict | None = None) -> list:
     """Bytes crossing, parameters and FLOPs before/after every split point (or each cut given).
 
-    See :mod:`kgraft.passes.costs`; ``cuts`` is a list of cuts as ``split`` takes them.
+    See :mod:`kgraft.analysis.costs`; ``cuts`` is a list of cuts as ``split`` takes them.
     """
-    from .passes.costs import cut_costs as costs
-
-    return costs(lower(model, custom_objects), cuts)
+    return passes.cut_costs(lower(model, custom_objects), cuts)
 
 
 def plan(model, bandwidth, edge_slowdown: float = 1.0, server_slowdown: float = 1.0, rtt: float = 0.0,
          flops_per_s: float | None = None, custom_objects: dict | None = None, compress: str | None = None,
          overhead=None, results_to_edge: bool = True) -> list:
-    """Ranked edge/server placements of ``model`` (best first): see :mod:`kgraft.passes.plan`.
+    """Ranked edge/server placements of ``model`` (best first): see :mod:`kgraft.analysis.placement`.
 
     ``bandwidth`` is bits per second or text like ``"20Mbps"``; slowdowns are relative to this
     machine. Each layer's time on this machine is measured with ONNX Runtime's profiler, unless
     ``flops_per_s`` is given: then it is estimated as FLOPs / ``flops_per_s`` (nothing is run).
     ``compress`` ("fp16"/"int8") counts cut tensors compressed, as ``export_onnx(compress=...)``;
-    ``overhead`` (a :class:`kgraft.passes.plan.Overhead`, e.g. measured against ``kgraft serve``) adds
+    ``overhead`` (a :class:`kgraft.analysis.placement.Overhead`, e.g. measured against ``kgraft serve``) adds
     the serving cost per request; ``results_to_edge`` counts the outputs sent back to the edge.
     """
-    from .passes.plan import parse_bandwidth, rank_placements
+    from .analysis.placement import parse_bandwidth
 
     bandwidth_bps = parse_bandwidth(bandwidth)  # bad input fails before the slow measurement
     graph = lower(model, custom_objects)
     if flops_per_s is not None:
-        return rank_placements(graph, bandwidth_bps, edge_slowdown, server_slowdown, rtt, flops_per_s, compress=compress,
+        return passes.rank_placements(graph, bandwidth_bps, edge_slowdown, server_slowdown, rtt, flops_per_s, compress=compress,
                                overhead=overhead, results_to_edge=results_to_edge)
     from .backends.onnx.profile import layer_profile
 
-    return rank_placements(graph, bandwidth_bps, edge_slowdown, server_slowdown, rtt,
-                      profile=layer_profile(model, custom_objects), compress=compress, overhead=overhead,
+    return passes.rank_placements(graph, bandwidth_bps, edge_slowdown, server_slowdown, rtt,
+                                  profile=layer_profile(model, custom_objects), compress=compress, overhead=overhead,
                       results_to_edge=results_to_edge)

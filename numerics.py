@@ -61,13 +61,24 @@ def probe_inputs(graph: Graph, batch: int = 2, seed: int = 0, small: int = SMALL
     come from a StringLookup/TextVectorization vocabulary (the config's, else the live layer's).
     An unknown batch dimension becomes ``batch``, other unknown dimensions ``small``.
     """
+    types = [graph.value_type(ValueRef(i)) for i in graph.inputs]
+    return _arrays([(t.shape, t.dtype) for t in types], [_needs(graph, ValueRef(i)) for i in graph.inputs],
+                   batch, seed, small)
+
+
+def typed_inputs(types: list[tuple], batch: int = 2, seed: int = 0, small: int = SMALL_DIM) -> list[np.ndarray]:
+    """One array per ``(shape, dtype)`` (an ONNX manifest's inputs), as :func:`probe_inputs` makes
+    them for inputs that reach no layer with demands: integers in ``[0, FREE_INT_HIGH)``."""
+    return _arrays(types, [_Needs() for _ in types], batch, seed, small)
+
+
+def _arrays(types: list[tuple], needs: list[_Needs], batch: int, seed: int, small: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     arrays = []
-    for input_id in graph.inputs:
-        ttype = graph.value_type(ValueRef(input_id))
-        dims = ttype.shape or (None, None)
+    for (dims, dtype), need in zip(types, needs):
+        dims = dims or (None, None)
         shape = [batch if dims[0] is None else dims[0]] + [small if d is None else d for d in dims[1:]]
-        arrays.append(_array(ttype.dtype or "float32", shape, _needs(graph, ValueRef(input_id)), rng))
+        arrays.append(_array(dtype or "float32", shape, need, rng))
     return arrays
 
 

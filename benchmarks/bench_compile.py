@@ -57,7 +57,7 @@ TOLERANCE = 1e-5
 def middle_cut(model) -> list[str]:
     """The middle split point, or the values crossing the middle of the topological order."""
     import kgraft
-    from kgraft.passes.split import _crossing
+    from kgraft.analysis.cuts import _crossing
 
     points = kgraft.split_points(model)
     if points:

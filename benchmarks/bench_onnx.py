@@ -14,9 +14,12 @@ Each export's time is split into tf2onnx conversion and the rest (lowering, plan
 the partitions, cutting the ONNX graph, onnx.checker, writing).
 
 (b) ONNX Runtime latency of the chained partitions (``OnnxPipeline``: one session per
-partition, fed by name, tensors kept as OrtValues between sessions) against the unsplit
-model's single session, same session options, interleaved A B A B ... after a warm-up
-(target: ratio of medians <= 1.02). Default ``cut_layout="auto"`` and ``"keras"`` cuts.
+partition, run through IOBinding, each cut tensor written into memory bound once per input
+shape and read there by the next session) against the unsplit model run the same way, same
+session options (``session_options(threads)``: no spinning), interleaved A B A B ... after a
+warm-up (target: ratio of medians <= 1.02). Default ``cut_layout="auto"`` and ``"keras"``
+cuts, and, for reference, the 2 and 4 partitions chained without bindings (``unbound``:
+``run_with_ort_values``, each output allocated anew, as ``OnnxPipeline`` ran before).
 
 (c) Re-split: after one export (which converts and caches), an export at another cut, from
 the in-memory and from the on-disk cache, against one conversion (``full``; target <= 0.1),
@@ -152,6 +155,22 @@ def resplit(model, root: str, one_conversion_s: float) -> dict:
     return out
 
 
+class Unbound:
+    """The sessions of an ``OnnxPipeline`` chained without IOBinding (each output allocated anew)."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def run(self, x):
+        import onnxruntime as ort
+
+        chain = self.pipeline.chain
+        env = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in self.pipeline.normalize(x).items()}
+        for session, feeds, fetches in zip(chain.sessions, chain.feeds, chain.fetches):
+            env.update(zip(fetches, session.run_with_ort_values(fetches, {n: env[n] for n in feeds})))
+        return [env[n].numpy() for n in self.pipeline.output_names]
+
+
 def latency(pipelines: dict, x, runs: int, warmup: int = 3) -> tuple[dict, dict]:
     """Interleaved wall and CPU timings (seconds) of each pipeline's ``run(x)``."""
     for p in pipelines.values():
@@ -240,13 +259,12 @@ def main(argv=None) -> int:
             results["export"][label]["max_abs_diff"] = report.max_abs_diff
             log(str(report))
 
-        import onnxruntime as ort
+        from kgraft.backends.onnx.runtime import session_options
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = args.threads
-        options.inter_op_num_threads = 1
-        pipelines = {label: konnx.OnnxPipeline(manifests[label], session_options=options)
+        pipelines = {label: konnx.OnnxPipeline(manifests[label], session_options=session_options(args.threads))
                      for label in latency_variants}
+        for label in ("2 parts", "4 parts"):
+            pipelines[f"{label}, unbound"] = Unbound(pipelines[label])
         for batch in args.batch:
             x = np.random.default_rng(batch).standard_normal(
                 (batch, args.input_shape, args.input_shape, 3)).astype("float32")

@@ -53,7 +53,7 @@ def main(argv=None) -> int:
 
     import kgraft
     from kgraft.backends.onnx.profile import layer_profile, partition_latency, throughput
-    from kgraft.passes.plan import rank_placements
+    from kgraft.passes import rank_placements
 
     model = getattr(keras.applications, args.model)(
         weights=None, input_shape=(args.input_shape, args.input_shape, 3))

@@ -16,7 +16,7 @@ code alone. Three families of models:
 Each (family, size) runs in a fresh subprocess so that its peak RSS is its own. Stages (each
 through the public API, so the pass manager's verification and mutation check are included):
 
-* ``lower``:  ``kgraft.ir.lower_config(config)``
+* ``lower``:  ``kgraft.frontend.lower_config(config)``
 * ``print``:  ``str(graph)``
 * ``inline``: ``kgraft.passes.inline_nested(graph)``
 * ``prune``:  ``kgraft.passes.prune_unreachable(graph)``
@@ -175,7 +175,7 @@ def _timed(fn, repeats: int, cpu: dict, stage: str):
 
 def run_case(family: str, size: int, repeats: int, width: int, nest_depth: int) -> dict:
     from kgraft import passes
-    from kgraft.ir import lower_config
+    from kgraft.frontend import lower_config
     from kgraft.ir.nogc import gc_paused
 
     start = time.perf_counter()

@@ -153,7 +153,8 @@ def main(argv=None) -> int:
     import kgraft
     from kgraft.backends.onnx.profile import layer_profile
     from kgraft.backends.serve.overhead import measure_overhead
-    from kgraft.passes.plan import Overhead, parse_bandwidth, rank_placements
+    from kgraft.analysis.placement import Overhead, parse_bandwidth
+    from kgraft.passes import rank_placements
 
     started = time.perf_counter()
     overhead = Overhead() if args.no_overhead else measure_overhead(threads=threads)

@@ -23,9 +23,9 @@ __all__ = ["demo", "run_demo", "choose_split_point"]
 
 def choose_split_point(graph) -> str:
     """The split point with the fewest elements per sample in the middle half of the network."""
-    from ..passes.cuts import split_points
+    from ..analysis.cuts import split_point_values
 
-    points = split_points(graph)
+    points = split_point_values(graph)
     if not points:
         raise KgraftError(f"model {graph.name!r} has no single-tensor split point")
     middle = points[len(points) // 4: max(len(points) // 4 + 1, 3 * len(points) // 4)]
@@ -41,17 +41,17 @@ def run_demo(model_name: str, input_shape: tuple[int, ...], out_dir: str, ui: UI
     """Run the demo; returns what it found and where it wrote it."""
     from ..backends.atomic import replacing
     from ..backends.draw import render
-    from ..passes.cuts import split_points
+    from ..analysis.cuts import split_points
     from ..passes.split import resolve_split
     from .models import load_graph
     from .outputs import build_models, export_onnx_checked
-    from .verify import check_results
+    from ..compare import check_results
 
     say = ui.echo
     graph = load_graph(model_name, input_shape=input_shape, ui=ui)
     say(f"1. keras.applications.{model_name}(weights=None, input_shape={input_shape}) lowered to IR: "
         f"{len(graph)} call sites, {len(graph.layers)} layers")
-    points = [graph.value_name(v) for v in split_points(graph)]
+    points = split_points(graph)
     say(f"2. {len(points)} split points, e.g. {', '.join(points[-6:])}")
     at = choose_split_point(graph)
     plan = resolve_split(graph, at)

@@ -2,7 +2,7 @@
 
 Each layer's time on this machine is measured with ONNX Runtime (a model with weights), or
 estimated as FLOPs / ``--flops-per-s`` (always for textual IR, which cannot run); the planner
-(:mod:`kgraft.passes.plan`) scales them by the slowdowns, adds the transfer over the link, and
+(:mod:`kgraft.analysis.placement`) scales them by the slowdowns, adds the transfer over the link, and
 ranks every split point, the min-cut, "all on edge" and "all on server".
 """
 
@@ -23,7 +23,7 @@ BASELINES = ("all on edge", "all on server")
 
 
 def _bandwidth(ctx, param, value):
-    from ..passes.plan import parse_bandwidth
+    from ..analysis.placement import parse_bandwidth
 
     try:
         return parse_bandwidth(value)
@@ -76,7 +76,8 @@ def plan(model, input_shape, unsafe, custom_objects, bandwidth, edge_slowdown, s
       kgraft plan ResNet50 --input-shape 224,224,3 --bandwidth 20Mbps --edge-slowdown 8 --rtt 0.02
       kgraft plan model.keras --bandwidth 1Gbps --flops-per-s 50e9 --top 5 --json
     """
-    from ..passes.plan import DEFAULT_FLOPS_PER_S, rank_placements
+    from ..analysis.placement import DEFAULT_FLOPS_PER_S
+    from ..passes import rank_placements
     from .models import load_graph
 
     ui = get_ui(quiet, as_json)

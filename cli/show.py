@@ -12,13 +12,13 @@ import click
 
 from .app import main
 from .options import model_options
-from .ui import get_ui, human_count, ui_options
+from .ui import format_bytes, format_shape, get_ui, human_count, ui_options
 
 __all__ = ["show"]
 
 
 def split_point_rows(graph) -> list[dict]:
-    from ..passes.costs import cut_costs
+    from ..passes import cut_costs
 
     rows = []
     for cost in cut_costs(graph):
@@ -50,7 +50,6 @@ def show(model, input_shape, unsafe, custom_objects, nested, quiet, as_json):
     """
     from ..passes import inline_nested
     from .models import load_graph
-    from .split import format_bytes, format_shape
 
     ui = get_ui(quiet, as_json)
     graph = load_graph(model, input_shape=input_shape, unsafe=unsafe, custom_objects=custom_objects, ui=ui)

@@ -10,9 +10,9 @@ import click
 from ..ir import Graph, KgraftError
 from .app import UsageError, main
 from .options import check_output, force_option, model_options, parse_cuts
-from .ui import UI, get_ui, human_bytes, ui_options
+from .ui import UI, format_bytes, format_shape, get_ui, human_bytes, ui_options
 
-__all__ = ["split", "crossing_rows", "partition_rows", "format_shape", "format_bytes"]
+__all__ = ["split", "crossing_rows", "partition_rows"]
 
 
 def crossing_rows(graph: Graph, boundary, cut: list[str]) -> list[dict]:
@@ -45,14 +45,6 @@ def print_crossings(ui: UI, cuts: list[dict]) -> None:
                    "" if t["role"] == "cut" else t["role"]] for t in cut["tensors"]],
                  title=f"cut {cut['index']} ({', '.join(cut['refs'])}): {total} per sample crosses it",
                  right=["bytes/sample"])
-
-
-def format_shape(shape) -> str:
-    return "?" if shape is None else "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
-
-
-def format_bytes(n) -> str:
-    return "?" if n is None else f"{n:,}"
 
 
 def _total(rows: list[dict]) -> int | None:
@@ -88,7 +80,7 @@ def split(model, input_shape, unsafe, custom_objects, at, out_dir, onnx_dir, ops
     from ..passes.split import resolve_split
     from .models import is_ir, load_graph
     from .outputs import build_models, export_onnx_checked, save_keras
-    from .verify import check_results
+    from ..compare import check_results
 
     cuts = parse_cuts(at)
     check_output(out_dir, force, "-o")

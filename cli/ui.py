@@ -22,9 +22,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..backends.draw.scene import human_bytes
+from ..ir.types import human_bytes
 
-__all__ = ["UI", "ui_options", "get_ui", "human_bytes", "human_count"]
+__all__ = ["UI", "ui_options", "get_ui", "human_bytes", "human_count", "format_shape", "format_bytes"]
 
 
 class UI:
@@ -143,3 +143,11 @@ def get_ui(quiet: bool, as_json: bool = False) -> UI:
     ctx = click.get_current_context(silent=True)
     debug = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("debug"))
     return UI(quiet=quiet, as_json=as_json, debug=debug)
+
+
+def format_shape(shape) -> str:
+    return "?" if shape is None else "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def format_bytes(n) -> str:
+    return "?" if n is None else f"{n:,}"

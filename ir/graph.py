@@ -27,7 +27,8 @@ from .errors import VerificationError
 from .tree import ValueRef, iter_refs, map_refs
 from .types import UNKNOWN, TensorType
 
-__all__ = ["ValueRef", "Layer", "Node", "Graph", "INPUT_CLASS", "nested_call_inputs", "partitions_of"]
+__all__ = ["ValueRef", "Layer", "Node", "Graph", "INPUT_CLASS", "nested_call_inputs", "partitions_of",
+           "RECORDED_TRAINING_WINS", "recorded_training_wins"]
 
 INPUT_CLASS = "InputLayer"
 
@@ -450,3 +451,17 @@ def partitions_of(graph: Graph) -> list[Graph] | None:
                         for i, node in enumerate(calls)):
         return None
     return [graph.layers[node.layer].body for node in calls]
+
+
+# ``graph.meta`` key, true for a graph whose calls follow tf.keras 2's training rule: a ``training``
+# recorded at a call site wins over the mode the model is called in (``base(x, training=False)``
+# keeps ``base`` in inference under ``model(x, training=True)``), and a nested model's reaches the
+# layers inside it that record none. Keras 3's rule (absent): the caller's mode wins, as its
+# Functional passes its own ``training`` to every operation. The rule is the library's that runs
+# the source, not its config format's: a tf.keras 2 ``.h5`` file loaded by Keras 3 runs by Keras 3's.
+RECORDED_TRAINING_WINS = "recorded_training_wins"
+
+
+def recorded_training_wins(graph: Graph) -> bool:
+    """Whether ``graph``'s calls follow tf.keras 2's training rule (:data:`RECORDED_TRAINING_WINS`)."""
+    return bool(graph.meta.get(RECORDED_TRAINING_WINS))

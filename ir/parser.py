@@ -10,13 +10,14 @@ from __future__ import annotations
 import re
 
 from .errors import IRParseError, KgraftError
-from .graph import INPUT_CLASS, Graph, Layer, Node, ValueRef
+from .graph import INPUT_CLASS, RECORDED_TRAINING_WINS, Graph, Layer, Node, ValueRef
 from .syntax import ValueScanner
 from .types import TensorType
 
 __all__ = ["parse"]
 
-_HEADER = re.compile(r"^kgraft\.(model|sequential) @([^\s(]+)\((.*)\) \{$")
+_HEADER = re.compile(r"^kgraft\.(model|sequential) @([^\s(]+)\((.*)\)"
+                     rf"( attributes \{{{RECORDED_TRAINING_WINS}=true\}})? \{{$")
 _PARAM = re.compile(r"^%([^\s:]+): (\S+)$")
 _ID = re.compile(r"^([^\s#]+)#(\d+)$")
 
@@ -39,6 +40,7 @@ def parse(text: str) -> Graph:
 class _Parser:
     def __init__(self, lines: list[tuple[int, str]], source: list[str]):
         self.lines, self.source, self.i = lines, source, 0
+        self.meta: dict = {}  # the top graph's, shared by its bodies (a split's partitions are built alone)
 
     def scanner(self, no: int, names: dict, skip: str = "") -> ValueScanner:
         """A scanner over source line ``no`` as written (so error columns match the file),
@@ -61,6 +63,9 @@ class _Parser:
         if not m:
             raise IRParseError(f"line {no}: expected 'kgraft.model @name(%input: type, ...) {{', got {line!r}")
         graph = Graph(m.group(2), "Sequential" if m.group(1) == "sequential" else "Functional")
+        graph.meta = self.meta
+        if m.group(4):
+            self.meta[RECORDED_TRAINING_WINS] = True
         names: dict[str, ValueRef] = {}
         for param in filter(None, (p.strip() for p in m.group(3).split(", "))):
             pm = _PARAM.match(param)

@@ -10,15 +10,16 @@
 Value names are refs (``name``, ``name@k`` for call site k of a shared layer, ``name:i`` for
 output i). Attributes are the layer config minus what does not change the computation once
 weights are copied (initializers, ``name``, default dtype/trainable, nulls), sorted by key.
-A nested model prints its body as a region at its first call site.
+A nested model prints its body as a region at its first call site. A graph whose calls follow
+tf.keras 2's training rule says so in its header (``attributes {recorded_training_wins=true}``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .graph import INPUT_CLASS, Graph, Layer, Node, ValueRef
-from .lower import compute_dtype
+from .graph import INPUT_CLASS, RECORDED_TRAINING_WINS, Graph, Layer, Node, ValueRef, recorded_training_wins
+from .types import compute_dtype
 from .nogc import gc_paused
 from .syntax import format_value
 from .weight_plan import describe
@@ -50,10 +51,11 @@ def _format_attrs(attrs: dict[str, Any]) -> str:
     return "{" + ", ".join(f"{k}={format_value(attrs[k])}" for k in sorted(attrs)) + "}"
 
 
-def _header(graph: Graph) -> str:
+def _header(graph: Graph, depth: int) -> str:
     kind = "sequential" if graph.kind == "Sequential" else "model"
     params = ", ".join(f"%{graph.node(i).layer}: {graph.node(i).outputs[0]}" for i in graph.inputs)
-    return f"kgraft.{kind} @{graph.name}({params}) {{"
+    rule = f" attributes {{{RECORDED_TRAINING_WINS}=true}}" if depth == 0 and recorded_training_wins(graph) else ""
+    return f"kgraft.{kind} @{graph.name}({params}){rule} {{"
 
 
 def _node_line(graph: Graph, node: Node) -> str:
@@ -74,7 +76,7 @@ def _node_line(graph: Graph, node: Node) -> str:
 
 def _print(graph: Graph, depth: int, out: list[str]) -> None:
     pad = _INDENT * depth
-    out.append(pad + _header(graph))
+    out.append(pad + _header(graph, depth))
     printed_bodies: set[str] = set()
     inputs = set(graph.inputs)
     for node in graph.nodes():

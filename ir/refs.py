@@ -61,8 +61,12 @@ def _find_layer(graph: Graph, path: str) -> Layer | None:
 
 
 def at_top_level(graph: Graph, text: str) -> bool:
-    """True when ``text`` names a layer of ``graph`` itself (not one inside a nested model)."""
-    return _find_layer(graph, _parse_in(graph, text).path) is not None
+    """True when ``text`` names a layer of ``graph`` itself (not one inside a nested model), and
+    the call site it picks is one at this level: a layer shared with a nested model has its
+    other call sites (``name@1``) only once that model is inlined."""
+    ref = _parse_in(graph, text)
+    layer = _find_layer(graph, ref.path)
+    return layer is not None and (ref.call is None or any(c.call_index == ref.call for c in graph.call_sites(layer.name)))
 
 
 def points_inside(graph: Graph, text: str) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TensorType", "UNKNOWN"]
+__all__ = ["TensorType", "UNKNOWN", "compute_dtype", "human_bytes"]
 
 _SHORT = {
     "float16": "f16", "float32": "f32", "float64": "f64", "bfloat16": "bf16",
@@ -74,3 +74,26 @@ class TensorType:
 
 
 UNKNOWN = TensorType()
+
+
+def compute_dtype(spec: dict) -> str | None:
+    """The dtype a layer computes in, from its dtype policy (``mixed_float16`` -> ``float16``)."""
+    dtype = spec.get("config", {}).get("dtype")
+    if isinstance(dtype, dict):
+        policy = dtype.get("config")
+        dtype = policy.get("name") if isinstance(policy, dict) else None
+    if isinstance(dtype, str) and dtype.startswith("mixed_"):
+        return dtype[len("mixed_"):]
+    return dtype if isinstance(dtype, str) else None
+
+
+def human_bytes(n: int | None) -> str:
+    """``802816`` -> ``784.0 KiB``; None (a size not fully known) -> ``?``."""
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"

@@ -12,11 +12,13 @@ and offered here as a function ``name(graph, **options)`` that never mutates ``g
 | ``set-input-shape{shape,input}``, ``rename{prefix,names}`` | new input shape, new names |
 | ``fold-batchnorm``, ``delete-channels{ref,channels}`` | fold BN into kernels, prune channels |
 
-Analyses: :func:`split_points`, :func:`downstream`, :func:`cut_costs` (bytes, parameters and FLOPs
-on each side of a cut), :func:`rank_placements` (ranked edge/server placements, min-cut included).
+Analyses of any graph (nested models inlined, dead code pruned, then :mod:`kgraft.analysis` asked):
+:func:`split_points`, :func:`downstream`, :func:`cut_costs` (bytes, parameters and FLOPs on each
+side of a cut), :func:`rank_placements` (ranked edge/server placements, min-cut included).
 """
 
-from ..ir import Graph
+from .. import analysis
+from ..ir import Graph, verify
 from ..ir.nogc import gc_paused
 from .add_head import AddHead
 from .delete_channels import DeleteChannels
@@ -26,14 +28,10 @@ from .insert_layer import InsertLayer
 from .rename import Rename
 from .replace_layer import ReplaceLayer
 from .set_input_shape import SetInputShape
-from .costs import cut_costs
-from .cuts import split_points as _split_point_values
-from .downstream import downstream
-from .extract import Extract
+from .extract import Extract, inline_if_needed
 from .infra import Pass, as_function, parse_pipeline, register, registry, run
-from .inline_nested import InlineNested
-from .plan import rank_placements
-from .prune_unreachable import PruneUnreachable
+from .inline_nested import InlineNested, inline
+from .prune_unreachable import PruneUnreachable, prune
 from .split import Split
 
 inline_nested = as_function(InlineNested)
@@ -50,12 +48,34 @@ fold_batchnorm = as_function(FoldBatchNorm)
 delete_channels = as_function(DeleteChannels)
 
 
+def _flat(graph: Graph) -> Graph:
+    verify(graph)
+    return prune(inline(graph), keep_inputs=True)
+
+
 @gc_paused()
 def split_points(graph: Graph) -> list[str]:
     """Refs of every single-tensor split point, in topological order (nested models inlined)."""
-    flat = run(graph, "inline-nested")
-    return [flat.value_name(v) for v in _split_point_values(flat)]
+    verify(graph)
+    return analysis.split_points(inline(graph))
 
+
+def downstream(graph: Graph, ref: str) -> list[str]:
+    """Names of the layers whose output depends on ``ref``, in topological order."""
+    verify(graph)
+    return analysis.downstream(inline_if_needed(graph, [ref]), ref)
+
+
+@gc_paused()
+def cut_costs(graph: Graph, cuts=None) -> list[analysis.CutCost]:
+    """:func:`kgraft.analysis.cut_costs` of the flat, pruned ``graph`` (refs as ``split_points`` names them)."""
+    return analysis.cut_costs(_flat(graph), cuts)
+
+
+@gc_paused()
+def rank_placements(graph: Graph, bandwidth_bps: float, *args, **kwargs) -> list[analysis.PlanRow]:
+    """:func:`kgraft.analysis.rank_placements` of the flat, pruned ``graph``."""
+    return analysis.rank_placements(_flat(graph), bandwidth_bps, *args, **kwargs)
 
 __all__ = ["Pass", "register", "registry", "parse_pipeline", "run", "inline_nested", "prune_unreachable",
            "extract", "split", "add_head", "delete_layer", "insert_layer", "replace_layer",

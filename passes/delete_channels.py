@@ -1,7 +1,7 @@
 """``delete-channels{ref,channels}``: remove output channels of Conv*/Dense/SeparableConv layers and
 the matching input channels of everything that reads them. A DepthwiseConv's output channels are
 made from its input's, so they are deleted where those are made (whole groups of its
-``depth_multiplier``; :mod:`~kgraft.passes.channel_sources` walks up to the producers).
+``depth_multiplier``; :mod:`~kgraft.analysis.channel_sources` walks up to the producers).
 
 The deleted channels are followed through every layer that carries channels one to one: per-channel
 layers (BatchNormalization, PReLU, DepthwiseConv: their weights are sliced), activations, dropout and
@@ -38,7 +38,7 @@ from ..ir.refs import _find_layer, parse_ref, resolve
 from ..ir.weight_plan import Take
 from .infra import Pass, register
 from .inline_nested import inline
-from .channel_sources import (DEPTHWISE, ELEMENTWISE, GLOBAL, MERGES, MIXING_ACTIVATIONS, ROOTS, SPATIAL,
+from ..analysis.channel_sources import (DEPTHWISE, ELEMENTWISE, GLOBAL, MERGES, MIXING_ACTIVATIONS, ROOTS, SPATIAL,
                               channel_axis, upstream_jobs)
 from .surgery_sites import edit_at, locate, unbuilt
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ..analysis.cuts import bypass_message, needed_nodes
 from ..ir import CutError, Graph, ValueRef
 from ..ir.refs import at_top_level, resolve_many, sanitize
 from ..ir import mask_layers
 from ..ir.rewrite import add_input, clone_node, unique_name
-from .cuts import bypass_message, needed_nodes
 from .infra import Pass, register
 from .inline_nested import inline
 

@@ -8,8 +8,10 @@ with two call sites each (still one set of weights), and a layer object that two
 (or a nested model and the outer graph) share stays one layer. Every layer keeps its own
 ``trainable`` flag (Keras counts a layer's weights as trainable by its own flag, also inside a
 frozen nested model). A nested call's ``training`` argument goes onto every inlined call, over
-theirs: a Functional called with ``training`` passes it to every operation it calls, so the
-outermost recorded value wins. Any other call argument would be lost, so it is refused.
+theirs: a Keras 3 Functional called with ``training`` passes it to every operation it calls, so
+the outermost recorded value wins. Under tf.keras 2's rule (``recorded_training_wins``) the
+innermost one does: a recorded ``training`` wins there, and a nested call's reaches the calls
+inside it that record none. Any other call argument would be lost, so it is refused.
 
     before: %enc = Functional @enc#0(%x) { ... %d = Dense @d#0(%in) ... return %d }
     after:  %d = Dense @d#0(%x)
@@ -21,7 +23,8 @@ from collections import ChainMap, Counter
 from dataclasses import dataclass, replace
 from typing import ClassVar, NamedTuple
 
-from ..ir import INPUT_CLASS, Graph, Layer, UnsupportedModelError, ValueRef, VerificationError
+from ..ir import (INPUT_CLASS, Graph, Layer, UnsupportedModelError, ValueRef, VerificationError,
+                  recorded_training_wins)
 from ..ir import mask_layers
 from ..ir.graph import nested_call_inputs
 from ..ir.tree import iter_refs
@@ -47,10 +50,13 @@ def inline(graph: Graph) -> Graph:
     owners = {id(l.handle): l for l in graph.layers.values() if l.body is None and l.handle is not None}
     final = {layer.path: owners.setdefault(id(layer.handle), layer) if layer.handle is not None else layer
              for layer in _settle(graph, first_call).visited.values()}
+    for layer in _inner_layers(graph):  # a layer object two nested models share is settled under one path
+        if layer.path not in final and layer.handle is not None and id(layer.handle) in owners:
+            final[layer.path] = owners[id(layer.handle)]
     new = Graph(graph.name, "Functional")
     new.meta = graph.meta
     next_call = {name: len(graph.call_sites(name)) for name, l in graph.layers.items() if l.body is None}
-    remap = _expand(graph, new, final, {}, None, next_call, top=True)
+    remap = _expand(graph, new, final, {}, None, next_call, recorded_training_wins(graph), top=True)
     new.set_inputs(graph.inputs, graph.input_keys)
     new.set_outputs((remap.get(r, r) for r in graph.outputs), graph.output_keys)
     new.aliases = dict(graph.aliases)
@@ -115,11 +121,12 @@ def _settle(graph: Graph, first_call: dict[tuple, int]) -> _Level:
 
 
 def _expand(body: Graph, new: Graph, final: dict[tuple, Layer], local: dict[ValueRef, ValueRef],
-            training, next_call: dict[str, int], top: bool = False) -> dict:
+            training, next_call: dict[str, int], recorded_wins: bool, top: bool = False) -> dict:
     """Copy the call sites of ``body`` into ``new``, nested calls expanded in place; ``final``
     maps each source layer's path to the layer it becomes, ``local`` maps values of ``body`` to
     values of ``new`` where they differ, and is returned. Top-level call sites keep their call
-    indices, inlined ones are numbered in order of call."""
+    indices, inlined ones are numbered in order of call. ``training`` is the enclosing nested
+    calls' (``None`` at the top)."""
     for node in body.nodes():
         if not top and node.id in body.inputs:
             continue
@@ -127,14 +134,16 @@ def _expand(body: Graph, new: Graph, final: dict[tuple, Layer], local: dict[Valu
         if layer.body is not None:
             own = _training(node, layer.body)
             bound = _with_masks(new, node, layer.body, _bind_inputs(node, layer.body, local), local, final)
-            inner = _expand(layer.body, new, final, bound, own if training is None else training, next_call)
+            inner = _expand(layer.body, new, final, bound, _mode(training, own, recorded_wins), next_call,
+                            recorded_wins)
             for i, out in enumerate(layer.body.outputs):
                 local[ValueRef(node.id, i)] = inner.get(out, out)
         elif top:
             clone_node(new, node, local, layer)
         else:
-            if training is not None and node.kwargs.get("training") is not training:
-                node = replace(node, kwargs={**node.kwargs, "training": training})
+            mode = _mode(training, node.kwargs.get("training"), recorded_wins)
+            if mode is not node.kwargs.get("training"):
+                node = replace(node, kwargs={**node.kwargs, "training": mode})
             target = final[layer.path]
             k = next_call.get(target.name, 0)
             copy = clone_node(new, node, local, target, k)
@@ -149,6 +158,14 @@ def _expand(body: Graph, new: Graph, final: dict[tuple, Layer], local: dict[Valu
     return local
 
 
+def _mode(enclosing, own, recorded_wins: bool):
+    """The ``training`` a call inlined from a nested model records: the enclosing nested calls'
+    over its own (Keras 3), or its own over theirs (tf.keras 2)."""
+    if recorded_wins:
+        return enclosing if own is None else own
+    return own if enclosing is None else enclosing
+
+
 def _renamed(layer: Layer, name: str) -> Layer:
     if name == layer.name:
         return layer  # layers are immutable: nothing to copy
@@ -161,16 +178,22 @@ def _inner_names(graph: Graph, nested: dict[str, Layer], inner: dict[str, _Level
     """New names of inlined layers, per nested layer: a name is kept if unique, else replaced by
     the qualified path joined by ``_`` (made unique), given in the order inlining adds the
     layers. Only the changes are listed."""
-    outer = {name for name, layer in graph.layers.items() if layer.body is None}
-    counts = Counter(n for nest in nested for n in inner[nest].named) if len(nested) > 1 else None
+    outer = {name: _owner(layer) for name, layer in graph.layers.items() if layer.body is None}
+    # owners of each name across the nested models: one layer object in two of them is no clash
+    owners = Counter(n for n, _ in {(n, _owner(l)) for nest in nested for n, l in inner[nest].named.items()}) \
+        if len(nested) > 1 else None
     taken = ChainMap(dict.fromkeys(outer), *(inner[nest].named for nest in nested), {})  # a new name avoids
     renames: dict[str, dict[str, str]] = {}
     for nest in nested:
         table, in_order = inner[nest].named, inner[nest].in_order
-        if counts is None and not in_order:  # one nested model: its names clash only with outer ones
-            clashes = [n for n in outer if n in table]
+
+        def clash(n: str) -> bool:
+            return n in outer and outer[n] != _owner(table[n]) or owners is not None and owners[n] > 1
+
+        if owners is None and not in_order:  # one nested model: its names clash only with outer ones
+            clashes = [n for n in outer if n in table and clash(n)]
         else:
-            clashes = [n for n in table if n in outer or counts is not None and counts[n] > 1]
+            clashes = [n for n in table if clash(n)]
         if not in_order:
             clashes.sort(key=lambda n: first_call[table[n].path])
         renames[nest] = {}
@@ -178,6 +201,21 @@ def _inner_names(graph: Graph, nested: dict[str, Layer], inner: dict[str, _Level
             renames[nest][name] = new = unique_name("_".join(table[name].path), taken)
             taken.maps[-1][new] = None
     return renames
+
+
+def _inner_layers(graph: Graph):
+    """The layers of every nested model of ``graph``, at any depth (nested models aside)."""
+    for layer in graph.layers.values():
+        if layer.body is not None:
+            for inner in layer.body.layers.values():
+                if inner.body is None:
+                    yield inner
+            yield from _inner_layers(layer.body)
+
+
+def _owner(layer: Layer) -> int:
+    """Which weight owner a layer is: its source layer object (else the IR layer itself)."""
+    return id(layer.handle) if layer.handle is not None else id(layer)
 
 
 def _training(node, body: Graph):

@@ -13,15 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
+from ..analysis.cuts import live_nodes
 from ..ir import Graph
 from .infra import Pass, register
 
 __all__ = ["PruneUnreachable", "live_nodes", "prune"]
-
-
-def live_nodes(graph: Graph) -> set[str]:
-    """Call sites that some model output depends on (the outputs' producers included)."""
-    return graph.reach((ref.node for ref in graph.outputs), forward=False)
 
 
 def prune(graph: Graph, *, keep_inputs: bool) -> Graph:

@@ -28,43 +28,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ..analysis.cuts import cut_sides, normalize_cuts
 from ..ir import CutError, Graph, Layer, Node, ValueRef
 from ..ir.refs import resolve_many
-from .cuts import outputs_after, require_separator
 from .extract import build_subgraph, inline_if_needed
 from .infra import Pass, register
 from .prune_unreachable import prune
 
-__all__ = ["Split", "SplitPlan", "normalize_cuts", "resolve_split", "cut_sides", "pipeline_graph"]
-
-
-def normalize_cuts(at) -> list[list[str]]:
-    """``"a"`` -> ``[["a"]]``; ``["a", ["b", "c"]]`` -> ``[["a"], ["b", "c"]]``."""
-    if isinstance(at, str):
-        return [[at]]
-    cuts = [[c] if isinstance(c, str) else list(c) for c in at]
-    if not cuts or any(not c for c in cuts):
-        raise CutError(f"split: no cut given in at={at!r}; give a ref, e.g. at='conv4_block6_out'")
-    return cuts
-
-
-def _crossing(graph: Graph, upstream: set[str], downstream: set[str], cut: list[ValueRef]) -> list[ValueRef]:
-    """What must cross from ``upstream`` to ``downstream``: the cut first, then the rest in order."""
-    crossing = list(dict.fromkeys(cut))
-    seen = set(crossing)
-    for node_id in graph.topological_ids():
-        if node_id not in upstream:
-            continue
-        for user, out, _ in sorted(graph.uses(node_id), key=lambda use: use[1]):
-            value = ValueRef(node_id, out)
-            if user in downstream and value not in seen:
-                seen.add(value)
-                crossing.append(value)
-    for value in graph.outputs:
-        if value.node in upstream and value not in seen:
-            seen.add(value)
-            crossing.append(value)
-    return crossing
+__all__ = ["Split", "SplitPlan", "resolve_split", "pipeline_graph"]
 
 
 @dataclass(frozen=True)
@@ -128,21 +99,6 @@ def _available(graph: Graph, cut: list[ValueRef], label: str, before: set[str], 
                 f"before cut {len(earlier)} {{{earlier[-1]}}} and does not cross it, so the partition between the "
                 f"two cuts does not have it. Add {graph.value_name(value)!r} to cut {len(earlier)}, or give cuts "
                 "in order from inputs to outputs.")
-
-
-def cut_sides(graph: Graph, cut: list[ValueRef], label: str) -> tuple[set[str], list[ValueRef]]:
-    """The call sites computed before ``cut`` (of a pruned ``graph``), and the values crossing it.
-
-    Raises :class:`CutError` when ``cut`` does not separate the inputs from the outputs after it.
-    """
-    what = (f"split: {label!r} is not a split point" if len(cut) == 1 else
-            f"split: the cut {{{label}}} does not separate the model's inputs from its outputs")
-    downstream = require_separator(graph, cut, what, targets=outputs_after(graph, cut))
-    # what the upstream side needs runs there, also where it reads only cut values (a mask derived
-    # from an input that both sides use): its outputs then cross like any other
-    upstream = graph.reach(set(graph.topological_ids()) - downstream, forward=False)
-    downstream -= upstream
-    return upstream, _crossing(graph, upstream, downstream, cut)
 
 
 @register

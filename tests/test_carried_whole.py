@@ -172,6 +172,52 @@ def test_split_carries_state_through_numpy():
     _close(model(x), tail(np.asarray(head(x))))
 
 
+class FromTensor(L.Layer):
+    """Creates its variable from a tensor, which Keras forbids while initialization is deferred."""
+
+    def build(self, shape):
+        self.w = keras.Variable(np.linspace(1.0, 2.0, shape[-1]).astype("float32"), name="w")
+
+    def call(self, x):
+        return x * self.w
+
+
+def test_copied_state_is_the_initial_value_and_the_rest_is_initialized():
+    """The builder defers initialization: a copied variable starts as its source's value, one not
+    copied runs its own initializer, and Keras's deferred-variable registry is left empty."""
+    x = keras.Input((4,), name="x")
+    y = L.Dense(3, kernel_initializer=keras.initializers.Constant(0.25), bias_initializer="ones", name="const")(x)
+    model = keras.Model(x, L.Dense(2, name="glorot")(L.Dropout(0.5, seed=1, name="drop")(y)))
+    model.get_layer("const").kernel.assign(np.full((4, 3), -3.0, "float32"))
+    data = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
+    flat = kgraft.flatten(model)
+    _close(model(data), flat(data))
+    assert flat(data, training=True).shape == (2, 2)  # the Dropout's seed state is initialized
+    assert np.all(np.asarray(flat.get_layer("const").kernel) == -3.0)
+    flat.get_layer("const").kernel.assign(np.zeros((4, 3), "float32"))  # the result owns its values
+    assert np.all(np.asarray(model.get_layer("const").kernel) == -3.0)
+    fresh = kgraft.build(kgraft.lower(model), weights=False)
+    assert np.all(np.asarray(fresh.get_layer("const").kernel) == 0.25)
+    assert np.all(np.asarray(fresh.get_layer("const").bias) == 1.0)
+    glorot = np.asarray(fresh.get_layer("glorot").kernel)
+    assert glorot.std() > 0.1 and not np.allclose(glorot, np.asarray(model.get_layer("glorot").kernel))
+    for result in (flat, fresh):
+        for layer in model.layers:
+            assert result.get_layer(layer.name).get_config() == layer.get_config()
+    with keras.StatelessScope():  # would raise "already initialized" if the builder left its variables there
+        pass
+
+
+def test_a_variable_made_from_a_tensor_is_built_without_deferring():
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, L.Dense(2, name="out")(FromTensor(name="ft")(x)))
+    model.get_layer("ft").w.assign(np.array([5.0, -1.0, 0.5, 2.0], "float32"))
+    data = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
+    flat = kgraft.flatten(model)
+    _close(model(data), flat(data))
+    np.testing.assert_array_equal(np.asarray(flat.get_layer("ft").w), [5.0, -1.0, 0.5, 2.0])
+
+
 # ---------------------------------------------------------------------------- 4. one owner per weight
 def test_a_layer_shared_by_two_nested_models_stays_one():
     shared = L.Dense(12, name="shared")
@@ -267,3 +313,34 @@ def test_unknown_ref_into_an_opaque_model_lists_names():
     with pytest.raises(RefError) as info:
         kgraft.extract(model, "nope/inner")
     assert "ValueRef(" not in str(info.value)
+
+
+def test_a_call_site_that_exists_once_a_nested_model_is_inlined():
+    """``shared@1`` names the call inside the nested model (top-level call sites keep their
+    indices, inlined ones come after): valid after inlining, as split_points reports refs, so
+    extract and split inline first (found by the hypothesis generator)."""
+    shared = L.Dense(4, name="shared")
+    i = keras.Input((4,), name="i")
+    inner = keras.Model(i, L.ReLU(name="relu")(shared(i)), name="inner")
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, L.Concatenate(name="cat")([inner(x), shared(L.Dense(4, name="pre")(x))]))
+    data = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
+    _close(shared(data), kgraft.extract(model, "shared@1")(data))
+    _close(shared(model.get_layer("pre")(data)), kgraft.extract(model, "shared@0")(data))
+
+
+def test_a_layer_shared_by_two_nested_models_keeps_its_name():
+    """One layer object in two nested models is no name clash: flattened, it is still ``shared``
+    (not ``a_shared`` or ``b_shared``, depending on which nested model came first)."""
+    shared = L.Dense(12, name="shared")
+    a_in, b_in = keras.Input((12,), name="a_in"), keras.Input((12,), name="b_in")
+    a = keras.Model(a_in, L.Dense(12, name="top")(shared(a_in)), name="a")
+    b = keras.Model(b_in, L.Dense(12, name="top")(shared(b_in)), name="b")
+    x = keras.Input((12,), name="x")
+    model = keras.Model(x, L.Add(name="sum")([a(x), b(x)]))
+    flat = kgraft.flatten(model)
+    assert sorted(l.name for l in flat.layers) == ["a_top", "b_top", "shared", "sum", "x"]
+    assert len(flat.get_layer("shared")._inbound_nodes) == 2
+    data = np.random.default_rng(0).normal(size=(2, 12)).astype("float32")
+    _close(model(data), flat(data))
+    _close(shared(data), kgraft.extract(model, "shared@0")(data))

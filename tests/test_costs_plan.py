@@ -12,8 +12,9 @@ import pytest
 
 import kgraft
 from kgraft.ir import parse
-from kgraft.passes.costs import cut_costs, graph_costs
-from kgraft.passes.plan import CostModel, Overhead, min_cut_plan, parse_bandwidth, rank_placements
+from kgraft.analysis.costs import graph_costs
+from kgraft.analysis.placement import CostModel, Overhead, min_cut_plan, parse_bandwidth
+from kgraft.passes import cut_costs, rank_placements
 
 # a residual block: the only single-tensor split points are %stem and %add
 RESNET = """
@@ -179,7 +180,7 @@ def test_serving_overhead_is_paid_per_request_and_per_byte():
 def test_bad_overhead_is_refused(field):
     with pytest.raises(kgraft.KgraftError, match=f"overhead {field} must be a finite number >= 0"):
         Overhead(**{field: -1})
-    with pytest.raises(kgraft.KgraftError, match="overhead must be a kgraft.passes.plan.Overhead"):
+    with pytest.raises(kgraft.KgraftError, match="overhead must be a kgraft.analysis.placement.Overhead"):
         rank_placements(parse(DIAMOND), 8, profile=PROFILE, overhead=0.1)
 
 

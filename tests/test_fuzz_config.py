@@ -6,7 +6,7 @@ names swapped (dangling refs, self refs, cycles, unknown classes), indices and s
 list items duplicated. Model files (``.keras`` and ``.h5``) are truncated, overwritten with random
 bytes, bit-flipped, or given a mutated config. For every case:
 
-* a failure of ``kgraft.ir.lower_config`` / ``kgraft.backends.keras.build`` / ``kgraft.lower`` /
+* a failure of ``kgraft.frontend.lower_config`` / ``kgraft.backends.keras.build`` / ``kgraft.lower`` /
   ``kgraft.flatten`` is a :class:`kgraft.KgraftError` (never another exception from deep inside);
 * when kgraft builds a model, Keras builds one from the same config too, and both (with the
   same weights) compute the same numbers, flattened or not: kgraft never returns a model Keras
@@ -41,7 +41,7 @@ from keras import layers
 import kgraft
 from kgraft import KgraftError
 from kgraft.backends.keras import build
-from kgraft.ir import lower_config
+from kgraft.frontend import lower_config
 
 FAST = settings(max_examples=30, deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=list(HealthCheck))
@@ -172,7 +172,8 @@ def mutated(draw, base):
             parent[key] = (old if isinstance(old, int) and not isinstance(old, bool) else 0) \
                 + draw(st.integers(-2, 2), label="delta")
         else:
-            parent[key] = draw(JSON_VALUES, label="value")
+            # a fresh copy: a shared value edited again would make the config contain itself
+            parent[key] = copy.deepcopy(draw(JSON_VALUES, label="value"))
         done.append(f"{op} {'/'.join(map(str, path))}" + ("" if op == "delete" else f" = {parent[key]!r}"[:80]))
     result = Mutated(config)
     result.edits = done
@@ -188,9 +189,19 @@ def leaf_layers(model, prefix: str = ""):
             yield f"{prefix}{layer.name}", layer
 
 
-def set_weights(model) -> None:
-    """Weights from the layer's path (so two models with the same layers get the same ones)."""
-    for path, layer in leaf_layers(model):
+def set_weights(model, like=None) -> None:
+    """Weights from the layer's path (so two models with the same layers get the same ones).
+
+    ``like``: a model built from the same config whose leaf layers are named differently (Keras
+    names a legacy layer entry without a config name itself, kgraft after its entry): weights
+    then come from the path of the layer at the same position in ``like``.
+    """
+    leaves = list(leaf_layers(model))
+    if like is not None:
+        theirs = [path for path, _ in leaf_layers(like)]
+        if sorted(theirs) != sorted(path for path, _ in leaves) and len(theirs) == len(leaves):
+            leaves = [(path, layer) for path, (_, layer) in zip(theirs, leaves)]
+    for path, layer in leaves:
         for i, var in enumerate(layer.weights):
             rng = np.random.default_rng(zlib.crc32(f"{path}#{i}".encode()))
             low = 0.5 if "variance" in var.path else -1.0
@@ -255,7 +266,7 @@ def check_config(config) -> None:
     event("kgraft built a model")
     theirs = keras_reference(config)
     assert theirs is not None, "kgraft built a model from a config that Keras rejects"
-    set_weights(ours)
+    set_weights(ours, like=theirs)
     set_weights(theirs)
     assert_same_model(ours, theirs, "kgraft build vs Keras")
     flat = kgraft_or_error(kgraft.flatten, ours)
@@ -460,6 +471,16 @@ REJECTED = {
                       r"unknown layer class 'NoSuchLayer'.*custom_objects="),
     "node index a string": ("legacy", _set(("config", "layers", 3, "inbound_nodes", 0, 0, 1), "x"),
                             r"bad tensor reference \['shared', 'x', 0\]"),
+    "argument object without a class": ("keras3", _set(("config", "layers", 4, "inbound_nodes", 0, "args", 0, 1,
+                                                          "class_name"), {}),
+                                        r"call cat#0 of layer 'cat': its arguments in the model config hold a serialized"),
+    "argument object of a layer class": ("keras3", _set(("config", "layers", 4, "inbound_nodes", 0, "args", 0, 1),
+                                                        {"class_name": "Dense", "config": {}}),
+                                         r"Keras cannot rebuild \(TypeError: Could not locate class 'Dense'"),
+    "entry without config": ("keras3", _delete("config", "layers", 4, "config"),
+                             r"a layer entry of class 'Concatenate' has config=None \(NoneType\)"),
+    "tensor index out of range": ("legacy", _set(("config", "layers", 4, "inbound_nodes", 0, 1, 2), 1),
+                                  r"layer 'cat' reads output 1 of 'shared#1', which returns 1 tensor"),
 }
 
 
@@ -471,6 +492,14 @@ def test_rejected_config(name):
     with pytest.raises(KgraftError, match=message):
         build(lower_config(config), weights=False)
     assert keras_reference(config) is None, "Keras accepts it: kgraft should not be stricter"
+
+
+def test_legacy_entry_without_config_name_builds_as_keras_does():
+    """Keras names such a layer itself (``dense_7``); kgraft names it after its entry. Same
+    numbers with the same weights (found by the slow fuzzer, which once seeded weights by name)."""
+    config = legacy_config()
+    del config["config"]["layers"][5]["config"]["name"]
+    check_config(config)
 
 
 def test_names_that_disagree_are_refused():
@@ -496,7 +525,7 @@ def test_class_name_sequential_decides():
 def test_tensor_dtypes_are_keras_dtypes():
     from keras.src.backend.common import dtypes
 
-    from kgraft.ir.lower import TENSOR_DTYPES
+    from kgraft.frontend.lower import TENSOR_DTYPES
 
     assert TENSOR_DTYPES == set(dtypes.ALLOWED_DTYPES)
 

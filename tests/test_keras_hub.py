@@ -138,6 +138,18 @@ def _trainable(model) -> list:
     return sorted((v.path, tuple(v.shape)) for v in model.trainable_weights)
 
 
+def _layers_by_name(model, path=(), found=None) -> dict:
+    """Every layer of ``model``, nested ones too, by its name (the outermost where names repeat)
+    and by its path joined with "_" (flatten's name for an inner layer whose name is taken)."""
+    found = {} if found is None else found
+    for layer in model.layers:
+        found.setdefault(layer.name, layer)
+        found["_".join(path + (layer.name,))] = layer
+        if isinstance(layer, keras.Model):
+            _layers_by_name(layer, path + (layer.name,), found)
+    return found
+
+
 def test_lower_reads_the_graph(hub):
     name, model, _, _ = hub
     graph = kgraft.lower(model)
@@ -154,6 +166,10 @@ def test_flatten_is_the_same_model(hub):
     assert len(flat.trainable_weights) == len(model.trainable_weights)
     assert sorted(v.path.split("/")[-1] for v in flat.trainable_weights) == \
         sorted(v.path.split("/")[-1] for v in model.trainable_weights)
+    source = _layers_by_name(model)
+    for layer in flat.layers:  # the same layers: configs (initializers included) as the source's
+        twin = source[layer.name]
+        assert {**layer.get_config(), "name": twin.name} == twin.get_config(), layer.name
 
 
 def test_split_composes_through_numpy(hub):

@@ -14,6 +14,7 @@ import textwrap
 
 import pytest
 
+from kgraft.frontend import lower_config
 from kgraft.ir import (
     INPUT_CLASS,
     Graph,
@@ -25,7 +26,6 @@ from kgraft.ir import (
     UnsupportedModelError,
     ValueRef,
     VerificationError,
-    lower_config,
     parse,
     verify,
 )
@@ -106,7 +106,8 @@ def test_ir_and_passes_import_no_tensorflow():
     code = textwrap.dedent("""
         import sys
         import kgraft, kgraft.ir, kgraft.passes
-        from kgraft.ir import parse, lower_config, verify
+        from kgraft.frontend import lower_config
+        from kgraft.ir import parse, verify
         g = parse('''kgraft.model @m(%a: f32[?,4]) {
           %d = Dense @d#0(%a) {units=2} : f32[?,2]
           %dead = Dense @dead#0(%a) {units=2} : f32[?,2]

@@ -178,12 +178,12 @@ def test_assert_close_names_the_difference():
 
 
 def test_cli_verify_reports_a_nan_model_as_a_mismatch():
-    """``kgraft split``/``opt --verify``/``demo`` compare through cli.verify: a result that
+    """``kgraft split``/``opt --verify``/``demo`` compare through kgraft.compare: a result that
     computes NaN is a MISMATCH there (it printed OK with max abs diff 0)."""
     import keras
 
     import kgraft
-    from kgraft.cli.verify import check_results
+    from kgraft.compare import check_results
 
     x = keras.Input((4,))
     model = keras.Model(x, keras.layers.Dense(3, name="d")(x))

@@ -238,6 +238,42 @@ def test_sessions_created_once_and_batch_free(resblock, exports, monkeypatch):
     assert len(created) == 6
 
 
+def test_bound_chain_runs_again_without_touching_earlier_results(resblock, exports):
+    """The chain binds each session's outputs once per input shape and runs into that memory
+    again; what a run returned is the caller's own (a later run does not overwrite it), a new
+    batch size binds anew, and the pass-through r1 reaches the last partition."""
+    pipeline = konnx.OnnxPipeline(exports["through"]["dir"])
+    x, y = rand((3, 16, 16, 3), seed=5), rand((3, 16, 16, 3), seed=6)
+    first = pipeline.run(x)[0]
+    kept = first.copy()
+    cut = pipeline.run_all(x)["r1"]
+    for a in (y, x, y):  # the bound path: same shapes
+        (got,) = pipeline.run(a)
+        assert np.max(np.abs(got - keras_out(resblock, a)[0])) <= 1e-4
+    np.testing.assert_array_equal(first, kept)
+    assert np.max(np.abs(cut - pipeline.run_all(y)["r1"])) > 1e-3  # r1 is y's now, the array x's still
+    for batch in (1, 3):
+        a = rand((batch, 16, 16, 3), seed=batch)
+        assert np.max(np.abs(pipeline.run(a)[0] - keras_out(resblock, a)[0])) <= 1e-4
+
+
+def test_chain_whose_output_shape_follows_the_values():
+    """NonZero's output length depends on the values: the memory bound for one run does not fit
+    the next, which then runs unbound (and so do the later ones), each with its own answer."""
+    import onnx.helper as h
+    import onnxruntime as ort
+
+    graph = h.make_graph([h.make_node("NonZero", ["x"], ["y"])], "nonzero",
+                         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.INT64, [1, None])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    chain = konnx.SessionChain([ort.InferenceSession(model.SerializeToString(),
+                                                             providers=["CPUExecutionProvider"])])
+    for values in ([0, 1, 0, 2], [0, 1, 0, 2], [1, 1, 1, 0], [0, 0, 0, 0], [0, 0, 3, 0]):
+        x = np.array(values, "float32")
+        np.testing.assert_array_equal(chain.run({"x": x}, ["y"])["y"], np.array(np.nonzero(x)))
+
+
 def test_input_forms_and_errors(resblock, exports):
     man, x = exports["single"], rand((2, 16, 16, 3))
     want = kgraft.run_onnx(man, x)[0]

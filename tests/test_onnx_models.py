@@ -149,6 +149,62 @@ def test_masked_recurrent_layers(kind, at, tmp_path):
     assert {"Loop", "Scan"} & {n.op_type for n in first.graph.node}  # the recurrence, as a loop
 
 
+# ---------------------------------------------------------------------------- masks across cuts
+def padded_ids(seed=9, vocab=20):
+    """Token ids in [1, vocab) padded with 0 (sample k loses its last k tokens)."""
+    ids, _ = tokens(seed)
+    return np.where(ids > 0, ids % (vocab - 1) + 1, 0).astype("int32")
+
+
+MASKED_CUTS = {  # name: (model, cut); the cut tensor carries the Embedding's mask implicitly (a
+    # Functional model's recurrent layer takes it as mask=, a tensor that crosses as itself)
+    "lstm": (lambda: keras.Sequential([keras.Input((None,), dtype="int32"),
+                                       keras.layers.Embedding(20, 4, mask_zero=True, name="embedding"),
+                                       keras.layers.LSTM(4, name="lstm")], name="seq"), "embedding"),
+    "lstm_to_gru": (lambda: keras.Sequential([keras.Input((None,), dtype="int32"),
+                                              keras.layers.Embedding(20, 4, mask_zero=True, name="emb"),
+                                              keras.layers.LSTM(4, return_sequences=True, name="l1"),
+                                              keras.layers.GRU(3, name="gru")], name="stacked"), "l1"),
+    "bigru": (lambda: keras.Sequential([keras.Input((SEQ,), dtype="int32"),
+                                        keras.layers.Embedding(VOCAB, 8, mask_zero=True, name="emb"),
+                                        keras.layers.Bidirectional(keras.layers.GRU(6), name="rnn"),
+                                        keras.layers.Dense(3, name="d")], name="bigru"), "emb"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MASKED_CUTS))
+def test_a_mask_crosses_an_onnx_cut_as_a_boolean_tensor(name, tmp_path):
+    """The mask is an output of the producing file and an input of the consumer, after its
+    tensor, in the manifest too; the chain fed padded ids equals Keras, and without the mask
+    (all true) the consumer computes something else."""
+    make, at = MASKED_CUTS[name]
+    model = make()
+    ids = padded_ids(vocab=20 if name != "bigru" else VOCAB)
+    want = flat_outputs(model, ids)[0]
+    assert np.max(np.abs(want - flat_outputs(model, np.where(ids == 0, 1, ids))[0])) > 1e-4  # the mask matters
+    with pytest.warns(konnx.ConversionFallbackWarning, match=f"cut 1 passes '{at}', which carries a Keras mask"):
+        man = check_export(model, tmp_path / name, at, ids, ids)
+    assert man["conversion"]["strategy"] == "per-partition" and man["conversion"]["conversions"] == 2
+    mask = f"{at}_mask"
+    head, tail = man["partitions"]
+    assert [io["name"] for io in head["outputs"]] == [at, mask] == [io["name"] for io in tail["inputs"]]
+    seq = None if name != "bigru" else SEQ
+    expected = {"name": mask, "ref": at, "mask_of": at, "dtype": "bool", "shape": [None, seq],
+                "bytes_per_sample": seq, "produced_by": 0}
+    assert {k: head["outputs"][1][k] for k in expected} == expected == {k: tail["inputs"][1][k] for k in expected}
+    for part, ios in ((head, "output"), (tail, "input")):
+        proto = onnx.load(os.path.join(man["dir"], part["file"]))
+        declared = {v.name: v.type.tensor_type.elem_type for v in getattr(proto.graph, ios)}
+        assert declared[mask] == onnx.TensorProto.BOOL
+    report = konnx.verify(model, man, inputs=ids)
+    assert mask in [o.name for o in report.outputs if o.kind == "cut"]
+    pipeline = konnx.load(man)
+    crossing = pipeline.run_partition(0, {man["inputs"][0]["name"]: ids})
+    np.testing.assert_array_equal(crossing[mask], ids != 0)
+    (wrong,) = pipeline.run_partition(1, {at: crossing[at], mask: np.ones_like(crossing[mask])}).values()
+    assert np.max(np.abs(wrong - want)) > 1e-4
+
+
 # ---------------------------------------------------------------------------- constants
 def test_keras_ops_constants_belong_to_their_partition(tmp_path):
     x = keras.Input((4,), name="x")

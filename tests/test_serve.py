@@ -309,6 +309,21 @@ def test_triton_repository_nested_ref_int8_and_sigint(tmp_path):
         s.bind(("127.0.0.1", int(url.rsplit(":", 1)[1])))
 
 
+def test_a_mask_crossing_the_cut_is_sent_as_a_bool_tensor(tmp_path):
+    """An Embedding's implicit mask crosses as ``embedding_mask``: sent with the embedding, read
+    by the served LSTM, so padded ids give the model's answer."""
+    model = keras.Sequential([keras.Input((None,), dtype="int32"),
+                              keras.layers.Embedding(20, 4, mask_zero=True, name="embedding"),
+                              keras.layers.LSTM(4, name="lstm")], name="seq")
+    directory = tmp_path / "seq"
+    kgraft.export_onnx(model, directory, at="embedding")
+    ids = np.array([[3, 5, 7, 0, 0], [1, 2, 3, 4, 6], [9, 0, 0, 0, 0]], dtype="int32")
+    assert np.max(np.abs(np.asarray(model(ids)) - np.asarray(model(np.where(ids == 0, 1, ids))))) > 1e-4
+    with kgraft_serve(directory, from_partition=1) as (url, _), kgraft.SplitRunner(directory, url, edge=1) as runner:
+        close(runner(ids)[0], model, ids)
+        assert runner.last_timing.bytes_sent == ids.size * (4 * 4 + 1)  # float32 embedding, bool mask
+
+
 def test_cli_refuses_a_taken_port(skipnet, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -27,6 +27,7 @@ from kgraft.ir import partitions_of
 from kgraft import KgraftError, UnknownLayerError, UnsupportedModelError, passes
 from kgraft.backends.keras import build
 from kgraft.ir import ValueRef, parse, verify
+from kgraft.ir import RECORDED_TRAINING_WINS
 
 ATOL = 1e-5
 
@@ -270,7 +271,9 @@ def test_tf_keras_dot_keras_file(tk, tmp_path):
 def test_source_model_is_not_mutated(saved, unchanged):
     model, _ = saved["nested_functional_twice"]
     with unchanged(model):
-        kgraft.flatten(model)
+        flat = kgraft.flatten(model)
+        for v in flat.weights:  # the result's variables are its own, not the source's tf.Variables
+            v.assign(np.zeros(v.shape, v.dtype))
         kgraft.split(model, kgraft.split_points(model)[0])
 
 
@@ -357,3 +360,189 @@ def tk_outputs_of(model, names: list[str], x: list) -> list[np.ndarray]:
     """Intermediate tensors computed by tf_keras itself."""
     probe = type(model)(model.inputs, [model.get_layer(n).output for n in names])
     return outputs(probe, x)
+
+
+# ---------------------------------------------------------------------------- tf.keras 2's training rule
+# In tf.keras 2 a ``training`` recorded at a call site wins over the mode the model is called in
+# (``base(x, training=False)`` keeps ``base`` in inference under ``model(x, training=True)``);
+# Keras 3's Functional overrides it. Results of tf.keras 2 sources keep tf.keras 2's rule.
+PROBE = np.random.default_rng(3).standard_normal((6, 4)).astype("float32")
+
+
+def transfer(tk):
+    """A trainable base called with training=False (its BN on moving statistics, its Dropout off),
+    then a BN and a head that follow the model's mode."""
+    L = tk.layers
+    xi = tk.Input((4,), name="bx")
+    h = L.BatchNormalization(name="bn")(L.Dense(4, name="bd")(xi))
+    base = tk.Model(xi, L.Dropout(0.5, name="bdrop")(h), name="base")
+    x = tk.Input((4,), name="x")
+    h = L.BatchNormalization(name="bn2")(base(x, training=False))
+    return randomized(tk.Model(x, L.Dense(2, name="head")(h), name="transfer"))
+
+
+def through_numpy(parts, x, training: bool) -> list[np.ndarray]:
+    values = [x]
+    for part in parts:
+        out = part(values if len(values) > 1 else values[0], training=training)
+        values = [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
+    return values
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_training_rule_of_tf_keras_2(tk, training, tmp_path):
+    """Each layer runs in its tf.keras 2 mode: flattened (also from the source's .h5), rebuilt nested,
+    saved and loaded, with a head added, split (parts fed numpy), and split again after flatten."""
+    keras.utils.set_random_seed(0)
+    expected = [np.asarray(transfer(tk)(PROBE, training=training))]  # a fresh source: training updates BN
+    model = transfer(tk)
+    model.save(tmp_path / "transfer.h5")
+    flat = kgraft.flatten(model)
+    flat.save(tmp_path / "flat.keras")
+    results = {"flatten": flat, "build": build(kgraft.lower(model)),
+               "from .h5": kgraft.flatten(tmp_path / "transfer.h5"),
+               "loaded": keras.saving.load_model(tmp_path / "flat.keras")}
+    for what, result in results.items():
+        assert_close([np.asarray(result(PROBE, training=training))], expected, f"{what}, training={training}")
+    with_head = kgraft.add_head(model, "bn2", keras.layers.Dense(3, name="aux"))
+    assert_close([np.asarray(with_head(PROBE, training=training)[0])], expected, "add_head")
+    assert_close(through_numpy(kgraft.split(model, "bn2"), PROBE, training), expected, "split")
+    assert_close(through_numpy(kgraft.split(flat, "bn"), PROBE, training), expected, "split of the flattened")
+    # the rule is what makes it right: by Keras 3's, the base would follow training=True
+    graph = kgraft.lower(model)
+    graph.meta = {k: v for k, v in graph.meta.items() if k != RECORDED_TRAINING_WINS}
+    keras3 = np.asarray(build(passes.inline_nested(graph))(PROBE, training=training))
+    assert (float(np.max(np.abs(keras3 - expected[0]))) > 1e-3) is training
+
+
+def test_results_keep_the_rule_only_where_a_call_records_training(tk, saved):
+    """Where no call records a training, the rules agree: the result is a plain Functional."""
+    from kgraft.backends.keras.internals import Functional
+    from kgraft.backends.keras.legacy import RecordedTrainingModel
+
+    assert type(kgraft.flatten(transfer(tk))) is RecordedTrainingModel
+    head, tail = kgraft.split(transfer(tk), "bn2")  # the base's call is in the head
+    assert (type(head), type(tail)) == (RecordedTrainingModel, Functional)
+    assert type(kgraft.flatten(saved["branches"][0])) is Functional
+
+
+def test_the_ir_says_which_training_rule_its_calls_follow(tk):
+    """The printed IR carries the rule, so a graph parsed back (a split too) builds by it."""
+    from kgraft.backends.keras import build_partitions
+    from kgraft.backends.keras.legacy import RecordedTrainingModel
+
+    text = str(kgraft.lower(transfer(tk)))
+    assert text.startswith("kgraft.model @transfer(%x: f32[?,4]) attributes {recorded_training_wins=true} {\n")
+    assert "= Functional @base#0(%x, training=false)" in text
+    split = str(passes.split(passes.inline_nested(parse(text)), at="bd"))
+    assert str(parse(split)) == split
+    assert type(build_partitions(parse(split), weights=False)[1]) is RecordedTrainingModel
+    x = keras.Input((4,), name="x")
+    keras3 = keras.Model(x, keras.layers.Dropout(0.5, name="d")(x, training=True))
+    assert "attributes" not in str(kgraft.lower(keras3))  # Keras 3's rule: the caller's mode wins
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_keras3_model_nesting_a_result_keeps_its_rule(tk, training):
+    """A result of a tf.keras 2 source nested in a Keras 3 model still runs by tf.keras 2's rule."""
+    x = keras.Input((4,), name="xo")
+    model = keras.Model(x, keras.layers.Dense(3, name="top")(kgraft.flatten(transfer(tk))(x)))
+    expected = [np.asarray(model(PROBE, training=training))]  # BN in training mode: batch statistics only
+    assert_close([np.asarray(kgraft.flatten(model)(PROBE, training=training))], expected, "flatten")
+    assert_close(through_numpy(kgraft.split(model, "transfer/bn2"), PROBE, training), expected, "split")
+
+
+def test_a_keras3_call_recording_training_beside_a_nested_result_is_refused(tk):
+    x = keras.Input((4,), name="xo")
+    model = keras.Model(x, keras.layers.Dropout(0.3, name="top")(kgraft.flatten(transfer(tk))(x), training=True))
+    with pytest.raises(UnsupportedModelError, match=r"nests 'transfer', which kgraft built from a tf\.keras 2 model "
+                                                     r".* call\(s\) 'top#0' record a training .*cannot follow both"):
+        kgraft.flatten(model)
+
+
+def mc_dropout(tk):
+    """Monte Carlo dropout: a Dropout called with training=True inside a base called with
+    training=False (tf.keras 2: the innermost recorded value wins) and one in the outer graph."""
+    L = tk.layers
+    xi = tk.Input((16,), name="bx")
+    bd = L.Dense(16, name="bd")(xi)
+    base = tk.Model(xi, [bd, L.Dropout(0.5, name="inner_mc")(bd, training=True)], name="base")
+    x = tk.Input((16,), name="x")
+    b_bd, b_mc = base(x, training=False)
+    pre = L.Dense(16, name="pre")(b_mc)
+    return randomized(tk.Model(x, [b_bd, b_mc, L.Dropout(0.5, name="mc")(pre, training=True)], name="mc"))
+
+
+def assert_dropped(before: np.ndarray, after: np.ndarray, what: str) -> None:
+    """``after`` is an active Dropout(0.5) of ``before``: each value zeroed or doubled, both seen."""
+    zeroed, doubled = np.abs(after) <= ATOL, np.abs(after - 2 * before) <= ATOL * (1 + np.abs(before))
+    assert np.all(zeroed | doubled), f"{what}: not a dropout of its input"
+    assert zeroed.mean() > 0.2 and doubled.mean() > 0.2, f"{what}: dropout inactive"
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_mc_dropout_of_tf_keras_2_stays_active(tk, training):
+    model = mc_dropout(tk)
+    x = np.random.default_rng(4).standard_normal((32, 16)).astype("float32")
+    kernel, bias = (np.asarray(w) for w in model.get_layer("pre").weights)
+    keras.utils.set_random_seed(0)
+    # check=False: the source itself is random in inference mode, so the check cannot compare it
+    results = {"the source": [np.asarray(v) for v in model(x, training=training)],
+               "flatten": [np.asarray(v) for v in kgraft.flatten(model, check=False)(x, training=training)],
+               "split": through_numpy(kgraft.split(model, "pre", check=False), x, training)}
+    for what, (b_bd, b_mc, mc) in results.items():
+        assert_dropped(b_bd, b_mc, f"{what}: inner_mc, training={training}")
+        assert_dropped(b_mc @ kernel + bias, mc, f"{what}: mc, training={training}")
+
+
+def test_interpreter_follows_the_rule_of_the_graph(tk):
+    """The interpreter (the equivalence check's) runs a result as it runs: recorded training wins."""
+    from kgraft.backends.keras.interpret import Interpreter
+
+    result = kgraft.flatten(mc_dropout(tk), check=False)
+    x = np.random.default_rng(4).standard_normal((32, 16)).astype("float32")
+    b_bd, b_mc, _ = Interpreter(kgraft.lower(result), result, training=False).run([x])
+    assert_dropped(b_bd, b_mc, "interpreted inner_mc")
+
+
+# ---------------------------------------------------------------------------- tf.keras 2 masks
+IDS = np.array([[3, 5, 7, 0, 0], [1, 2, 3, 4, 6], [9, 0, 0, 0, 0]], "int32")  # padded with 0
+
+
+def masked_sequential(tk):
+    L = tk.layers
+    return randomized(tk.Sequential([tk.Input((None,), dtype="int32"),
+                                     L.Embedding(20, 4, mask_zero=True, name="embedding"), L.LSTM(4, name="lstm")],
+                                    name="seq"))
+
+
+def masked_nested(tk):
+    """The mask is made inside a nested model (tf.keras 2 records it on the outer call too)."""
+    L = tk.layers
+    i = tk.Input((None,), dtype="int32", name="ids_in")
+    enc = tk.Model(i, L.Embedding(20, 4, mask_zero=True, name="emb")(i), name="enc")
+    x = tk.Input((None,), dtype="int32", name="ids")
+    return randomized(tk.Model(x, L.LSTM(4, name="lstm")(L.Dropout(0.1, name="drop")(enc(x))), name="outer"))
+
+
+@pytest.mark.parametrize("make, at", [(masked_sequential, "embedding"), (masked_nested, "enc"),
+                                      (masked_nested, "drop")])
+def test_tf_keras_mask_crosses_the_cut_explicitly(tk, make, at):
+    model = make(tk)
+    expected = np.asarray(model(IDS))
+    unpadded = np.asarray(model(np.where(IDS == 0, 19, IDS)))
+    assert float(np.max(np.abs(expected - unpadded))) > 1e-4  # the padding is ignored only if masked
+    parts = kgraft.split(model, at)
+    assert [t.name for t in parts[1].inputs] == [at, f"{at}_mask"] and parts[1].inputs[1].dtype == "bool"
+    assert_close(through_numpy(parts, IDS, False), [expected], f"split at {at}")
+    head = [np.asarray(v) for v in parts[0](IDS)]
+    unmasked = np.asarray(parts[1]([head[0], np.ones_like(head[1])]))
+    assert float(np.max(np.abs(expected - unmasked))) > 1e-4  # the mask is what makes it right
+    assert_close([np.asarray(kgraft.flatten(model)(IDS))], [expected], "flatten")
+
+
+def test_tf_keras_masks_are_in_the_ir(tk):
+    graph = kgraft.lower(masked_nested(tk))
+    assert sorted(graph.value_name(v) for v in graph.masks) == ["drop", "enc"]
+    flat = passes.inline_nested(graph)
+    assert sorted(flat.value_name(v) for v in flat.masks) == ["drop", "emb"]

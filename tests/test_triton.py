@@ -168,12 +168,31 @@ def test_refs_with_slash_and_at_get_safe_names(tmp_path):
 
 def test_explicit_mask_crosses_as_bool(tmp_path):
     model = masked_model()
-    kgraft.export_triton(model, tmp_path / "repo", at=[["proj", "not_equal"]])
+    # Keras numbers its op layers per process (not_equal_22 after other tests made masks)
+    (mask,) = [op.name for op in model.operations if op.name.startswith("not_equal")]
+    kgraft.export_triton(model, tmp_path / "repo", at=[["proj", mask]])
     config = read_config(tmp_path / "repo" / "masked_part0" / "config.pbtxt")
-    assert {t.name: dtype(t) for t in config.output} == {"proj": "TYPE_FP32", "not_equal": "TYPE_BOOL"}
+    assert {t.name: dtype(t) for t in config.output} == {"proj": "TYPE_FP32", mask: "TYPE_BOOL"}
     ids = np.array([[1, 2, 3, 0, 0, 0], [4, 5, 6, 7, 8, 9]], dtype="int32")
     (got,) = follow_ensemble(str(tmp_path / "repo"), "masked", {"ids": ids}).values()
     np.testing.assert_allclose(got, keras_outputs(model, ids)[0], atol=1e-5)
+
+
+def test_implicit_mask_crosses_as_its_own_bool_tensor(tmp_path):
+    """An Embedding's mask that the LSTM after the cut takes implicitly: the repository carries it
+    as ``embedding_mask``, from the step that makes it to the one that reads it."""
+    model = keras.Sequential([keras.Input((None,), dtype="int32"),
+                              keras.layers.Embedding(20, 4, mask_zero=True, name="embedding"),
+                              keras.layers.LSTM(4, name="lstm")], name="seq")
+    kgraft.export_triton(model, tmp_path / "repo", at="embedding")
+    part0, part1 = (read_config(tmp_path / "repo" / f"seq_part{i}" / "config.pbtxt") for i in (0, 1))
+    assert {t.name: dtype(t) for t in part0.output} == {"embedding": "TYPE_FP32", "embedding_mask": "TYPE_BOOL"}
+    assert [(t.name, list(t.dims)) for t in part1.input] == [("embedding", [-1, -1, 4]), ("embedding_mask", [-1, -1])]
+    ids = np.array([[3, 5, 7, 0, 0], [1, 2, 3, 4, 6], [9, 0, 0, 0, 0]], dtype="int32")
+    (got,) = follow_ensemble(str(tmp_path / "repo"), "seq", {part0.input[0].name: ids}).values()
+    want = keras_outputs(model, ids)[0]
+    assert np.max(np.abs(want - keras_outputs(model, np.where(ids == 0, 1, ids))[0])) > 1e-4  # the mask matters
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_compressed_cut_tensors_are_int8_in_the_configs(tmp_path):

@@ -22,15 +22,16 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from ...analysis.cuts import split_point_values
 from ...ir import INPUT_CLASS, Graph, ValueRef
 from ...ir.refs import resolve
-from ...passes.cuts import split_points
+from ...ir.types import human_bytes
 from ...passes.extract import inline_if_needed
 from ...passes.inline_nested import inline
 from ...passes.split import resolve_split
 from .layout import layered
 
-__all__ = ["Scene", "Box", "Edge", "Rule", "Label", "build_scene", "category", "human_bytes", "FONT", "CHAR_WIDTH"]
+__all__ = ["Scene", "Box", "Edge", "Rule", "Label", "build_scene", "category", "FONT", "CHAR_WIDTH"]
 
 FONT = 11.0
 CHAR_WIDTH = 0.61 * FONT  # advance of DejaVu Sans Mono / Menlo / Consolas
@@ -186,7 +187,7 @@ def build_scene(graph: Graph, *, flat: bool = False, collapse: bool = True, cuts
             marks.cut.update((v, i) for v in boundary)
         marks.cut_refs = {resolve(g, r): i for i, cut in enumerate(cuts) for r in cut}
         marks.single = {resolve(g, cut[0]): i for i, cut in enumerate(cuts) if len(cut) == 1}
-    marks.split = {v.node: v for v in split_points(g)}
+    marks.split = {v.node: v for v in split_point_values(g)}
     body = _Level(g, collapse, marks, drawn=set(), prefix="").scene()
 
     scene = Scene(0, 0, graph.name)
@@ -412,14 +413,3 @@ def _clip(text: str) -> str:
     keep = MAX_CHARS - 1
     return text[: keep // 2] + "…" + text[-(keep - keep // 2):]
 
-
-def human_bytes(n: int | None) -> str:
-    """``802816`` -> ``784.0 KiB``; None (a size not fully known) -> ``?``."""
-    if n is None:
-        return "?"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"

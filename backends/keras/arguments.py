@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ...ir import ValueRef
+from ...ir import KgraftError, ValueRef
 from ...ir.tree import map_refs
 from .internals import deserialize_keras_object
 
@@ -26,8 +26,7 @@ def call_arguments(node, value: Callable[[ValueRef], Any]) -> tuple[list, dict]:
         return f"{_TOKEN}{len(refs) - 1}"
 
     args, kwargs = map_refs(node.args, token), map_refs(node.kwargs, token)
-    args = deserialize_keras_object(args) if _has_objects(args) else args
-    kwargs = deserialize_keras_object(kwargs) if _has_objects(kwargs) else kwargs
+    args, kwargs = _deserialized(node, args), _deserialized(node, kwargs)
 
     def tensor(leaf):
         if isinstance(leaf, str) and leaf.startswith(_TOKEN):
@@ -35,6 +34,17 @@ def call_arguments(node, value: Callable[[ValueRef], Any]) -> tuple[list, dict]:
         return leaf
 
     return _map_leaves(args, tensor), _map_leaves(kwargs, tensor)
+
+
+def _deserialized(node, tree):
+    if not _has_objects(tree):
+        return tree
+    try:
+        return deserialize_keras_object(tree)
+    except Exception as e:  # Keras fails on it too, deep inside from_config
+        raise KgraftError(f"call {node.id} of layer {node.layer!r}: its arguments in the model config hold a "
+                          f"serialized object that Keras cannot rebuild ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else e}); fix or re-save the model") from None
 
 
 def _has_objects(tree) -> bool:

@@ -8,24 +8,28 @@ tied to the output projection) is one layer object with one set of variables in 
 in the source. A config cannot say that; a graph of calls can.
 
 State is then copied the way Keras's saving carries it (:mod:`.state`): variables, assets
-(vocabularies), and what ``load_own_variables`` finalizes (Normalization statistics).
+(vocabularies), and what ``load_own_variables`` finalizes (Normalization statistics). Variable
+initialization is deferred meanwhile, so that a copied variable's first value is its source's
+(no random initial values drawn only to be overwritten); the others run their own initializers.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+import functools
 import re
 from dataclasses import replace
+from typing import Any
 
 import keras
 import networkx as nx
 
-from ...ir import INPUT_CLASS, Graph, KgraftError, Layer, TensorType, ValueRef, partitions_of, verify
+from ...ir import (INPUT_CLASS, Graph, KgraftError, Layer, TensorType, ValueRef, partitions_of,
+                   recorded_training_wins, verify)
 from ...ir.graph import nested_call_inputs
 from .classes import check_classes, classes_from_handles, iter_layers
 from .arguments import call_arguments
-from .internals import SafeModeScope, deserialize_layer
+from .internals import SafeModeScope, deferred_initialization, deserialize_layer
+from .legacy import RecordedTrainingModel
 from .masks import MASK_CLASSES
 from .state import copy_state
 from .weight_plan import copy_planned_weights, shape_error
@@ -42,7 +46,20 @@ def build(graph: Graph, *, weights: bool = True):
     verify(graph)
     custom = {**MASK_CLASSES, **classes_from_handles(graph), **graph.meta.get("custom_objects", {})}
     check_classes(graph, custom, f"model {graph.name!r}")
-    builder = _Builder(custom)
+    try:  # see deferred_initialization: no copied variable pays for initial values it never keeps
+        with deferred_initialization():
+            return _build(graph, custom, weights)
+    except Exception:  # a layer Keras cannot build with initialization deferred (see _build)
+        return _build(graph, custom, weights)
+
+
+def _build(graph: Graph, custom: dict, weights: bool):
+    """The model, its layers built as Keras builds them (configs and initializers unchanged). Under
+    ``deferred_initialization`` each copied variable's initial value is its source's value, and
+    only the variables not copied run their initializers. A layer that creates a variable from a
+    tensor (which Keras forbids while initialization is deferred) fails that build, and ``build``
+    builds again without deferring."""
+    builder = _Builder(custom, RecordedTrainingModel if _keeps_recorded_training(graph) else keras.Model)
     # Lambda code in the IR came from a live model or a file the user opted into
     # (safe_mode=False at load time), so rebuilding it runs nothing new.
     with SafeModeScope(False), keras.saving.custom_object_scope(custom):
@@ -80,10 +97,11 @@ def copy_weights(graph: Graph, model) -> None:
 
 
 class _Builder:
-    """Layer objects by weight owner, and the IR layer each was made from."""
+    """Layer objects by weight owner, and the IR layer each was made from; models of
+    ``model_class`` (the graph's training rule, nested models included)."""
 
-    def __init__(self, custom_objects: dict):
-        self.custom = custom_objects
+    def __init__(self, custom_objects: dict, model_class: type):
+        self.custom, self.model_class = custom_objects, model_class
         self.objects: dict[Any, Any] = {}
         self.made: list[tuple[Layer, Any]] = []
 
@@ -120,13 +138,13 @@ class _Builder:
         if graph.kind == "Sequential" and _is_chain(graph):
             stack = [inputs[node.id] if node.id in inputs else self.layer(graph.layers[node.layer], graph)
                      for node in graph.nodes()]
-            return keras.Sequential(stack, name=name)
+            return _assembled(name, lambda: keras.Sequential(stack, name=name))
         values: dict[str, list] = {node_id: [obj.output] for node_id, obj in inputs.items()}
         for node in _call_order(graph):
             if node.id in inputs:
                 continue
             ir_layer = graph.layers[node.layer]
-            value = lambda ref: values[ref.node][ref.index]  # noqa: E731
+            value = functools.partial(_produced, graph, values, node)
             args, kwargs = call_arguments(node, value)
             passed_in = None if ir_layer.body is None else [
                 None if ref is None else value(ref) for ref in nested_call_inputs(node, ir_layer.body)]
@@ -139,11 +157,11 @@ class _Builder:
             values[node.id] = keras.tree.flatten(result)
         ins = [values[i][0] for i in graph.inputs]
         outs = [values[r.node][r.index] for r in graph.outputs]
-        return keras.Model(
+        return _assembled(name, lambda: self.model_class(
             dict(zip(graph.input_keys, ins)) if graph.input_keys is not None else ins[0] if len(ins) == 1 else ins,
             dict(zip(graph.output_keys, outs)) if graph.output_keys is not None
             else outs[0] if len(outs) == 1 else outs,
-            name=name)
+            name=name))
 
     def every_rebuild_error(self, graph: Graph) -> list[str]:
         found = []
@@ -187,13 +205,26 @@ def _copy_layer(layer: Layer, target) -> None:
         target_var.assign(source_var)
 
 
+def _assembled(name: str, make):
+    """``make()``, a Keras model from built layers; Keras's own checks (a layer built for other
+    shapes than its inputs have) fail here as they fail in ``from_config``."""
+    try:
+        return make()
+    except KgraftError:
+        raise
+    except Exception as e:
+        raise KgraftError(f"Keras could not assemble model {name!r}: {type(e).__name__}: "
+                          f"{' '.join(str(e).split())}") from e
+
+
 def _retyped(layer: Layer, declared: TensorType, tensor) -> Layer:
-    """An InputLayer for ``tensor`` where its declared type no longer fits it."""
+    """An InputLayer for ``tensor`` where its declared type (of the same rank) no longer fits it."""
     if tensor is None:
         return layer
     actual = TensorType(tuple(tensor.shape), str(tensor.dtype))
-    if declared.shape is not None and len(declared.shape) == len(actual.shape) and declared.dtype == actual.dtype \
-            and all(d is None or d == a for d, a in zip(declared.shape, actual.shape)):
+    if declared.shape is None or len(declared.shape) != len(actual.shape):
+        return layer  # another rank: Keras's own call decides (it adjusts a trailing 1, else refuses)
+    if declared.dtype == actual.dtype and all(d is None or d == a for d, a in zip(declared.shape, actual.shape)):
         return layer  # the declared type admits what is passed (free dims stay free)
     config = {k: v for k, v in layer.config.items() if k != "batch_input_shape"}
     return replace(layer, spec={**layer.spec, "config": {**config, "batch_shape": list(actual.shape),
@@ -222,6 +253,27 @@ def rebuild_message(layer: Layer, error: Exception) -> str:
                 "a **kwargs parameter and pass it on with super().__init__(**kwargs) (or define get_config/from_config).")
     return (f"Keras could not rebuild {what} from its config, so its own get_config/from_config round trip is "
             f"broken: {type(error).__name__}: {reason}")
+
+
+def _produced(graph: Graph, values: dict[str, list], user, ref: ValueRef):
+    """The Keras tensor ``ref`` names; a config may name an output its producer does not return
+    (Keras fails on it deep inside ``from_config``)."""
+    produced = values[ref.node]
+    if ref.index >= len(produced):
+        raise KgraftError(f"layer {user.layer!r} reads output {ref.index} of {ref.node!r}, which returns "
+                          f"{len(produced)} tensor(s); the model config's inbound nodes name a tensor that "
+                          "does not exist: fix or re-save the model")
+    return produced[ref.index]
+
+
+def _keeps_recorded_training(graph: Graph) -> bool:
+    """Whether the result must keep tf.keras 2's training rule: the graph follows it and a call
+    (nested ones included) records a ``training`` (else a plain Functional behaves the same)."""
+    def records(g: Graph) -> bool:
+        return any(node.kwargs.get("training") is not None or (g.layers[node.layer].body is not None
+                   and records(g.layers[node.layer].body)) for node in g.nodes())
+
+    return recorded_training_wins(graph) and records(graph)
 
 
 def _call_order(graph: Graph) -> list:

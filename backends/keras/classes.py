@@ -11,7 +11,7 @@ from typing import Iterator
 import keras
 
 from ...ir import Graph, Layer, UnknownLayerError
-from ...ir.lower import MODEL_CLASSES
+from ...frontend import MODEL_CLASSES
 
 __all__ = ["iter_layers", "missing_classes", "missing_functions", "check_classes", "classes_from_handles"]
 

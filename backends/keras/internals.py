@@ -5,21 +5,28 @@
   ``class Net(keras.Model)`` calling ``super().__init__(inputs, outputs)``), whose own
   ``get_config`` returns constructor arguments instead of its graph;
 * a layer's direct sublayers and its live call sites (``_inbound_nodes``);
-* ``SafeModeScope`` and ``deserialize_keras_object`` for rebuilding layers.
+* ``SafeModeScope`` and ``deserialize_keras_object`` for rebuilding layers;
+* deferred variable initialization (``StatelessScope`` and the variables it leaves uninitialized).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import keras
-from keras.src.models.functional import Functional, functional_like_constructor, make_node_key, serialize_node
+from keras.src.backend import set_keras_mask
+from keras.src.backend.common import global_state
+from keras.src.backend.common.stateless_scope import in_stateless_scope
+from keras.src.models.functional import (Functional, functional_like_constructor, make_node_key, serialize_node,
+                                         unpack_singleton)
 from keras.src.saving import serialization_lib
 from keras.src.legacy.saving import saving_utils
 from keras.src.saving.serialization_lib import SafeModeScope, deserialize_keras_object
 
 __all__ = ["Functional", "SafeModeScope", "deserialize_keras_object", "deserialize_layer", "graph_config",
-           "is_graph_model", "sublayers", "call_nodes", "unserializable_layer"]
+           "is_graph_model", "sublayers", "call_nodes", "unserializable_layer", "set_keras_mask",
+           "unpack_singleton", "deferred_initialization"]
 
 
 def is_graph_model(obj) -> bool:
@@ -132,3 +139,44 @@ def deserialize_layer(entry: dict, custom_objects: dict):
     if "module" not in entry:
         return saving_utils.model_from_config(entry, custom_objects=custom_objects)
     return deserialize_keras_object(entry, custom_objects=custom_objects)
+
+
+class _Deferring(keras.StatelessScope):
+    """A ``StatelessScope`` that also keeps the variables it records updates of (Keras keys them by id)."""
+
+    def __init__(self):
+        super().__init__(initialize_variables=False)
+        self.updated: dict[int, object] = {}
+
+    def add_update(self, update):
+        super().add_update(update)
+        self.updated[id(update[0])] = update[0]
+
+
+@contextlib.contextmanager
+def deferred_initialization():
+    """Run the body with variable initialization deferred, as Keras's ``StatelessScope`` does: a
+    new variable runs no initializer and ``assign`` only records the value. On exit each variable
+    the body created gets the last value assigned to it, or else what its own initializer makes,
+    and variables that existed before get their assigned values: what eager code would have left.
+    So a layer rebuilt and then given its source's state pays neither for random initial values
+    that would be overwritten nor for the overwrite. Inside a caller's own ``StatelessScope``
+    nothing is deferred: that scope decides what updates mean."""
+    if in_stateless_scope():
+        yield
+        return
+    pending = global_state.get_global_attribute("uninitialized_variables", [], set_to_default=True)
+    start = len(pending)
+    scope = _Deferring()
+    try:
+        with scope:
+            yield
+        for variable in pending[start:]:
+            value = scope.state_mapping.pop(id(variable), None)
+            if value is not None:
+                variable._initializer = lambda shape, dtype, value=value: value
+            variable._deferred_initialize()
+        for key, value in scope.state_mapping.items():
+            scope.updated[key].assign(value)
+    finally:
+        del pending[start:]  # also where the body failed: its variables belong to discarded layers

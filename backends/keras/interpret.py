@@ -18,8 +18,9 @@ from typing import Any, Iterable
 import keras
 import numpy as np
 
-from ...ir import Graph, KgraftError, ValueRef
+from ...ir import Graph, KgraftError, ValueRef, recorded_training_wins
 from .arguments import call_arguments
+from .masks import MASK_CLASSES
 
 __all__ = ["Interpreter"]
 
@@ -29,11 +30,13 @@ class Interpreter:
 
     ``model`` is the live model ``graph`` was lowered from (to find Keras ops, which have no
     ``Layer.handle``). ``training`` is passed to every layer whose call takes it (as Keras 3 does);
-    for tf.keras 2 layers a ``training`` recorded at the call site wins (as tf.keras 2 does).
+    for tf.keras 2 layers, and in a graph that follows tf.keras 2's rule, a ``training`` recorded
+    at the call site wins (as tf.keras 2 does).
     """
 
     def __init__(self, graph: Graph, model=None, training: bool | None = False):
         self.graph, self.model, self.training = graph, model, training
+        self.recorded_wins = recorded_training_wins(graph)
         self._ops: dict[str, Any] = {}
 
     def run(self, inputs: list, want: Iterable[ValueRef] | None = None,
@@ -75,12 +78,8 @@ class Interpreter:
         """The outputs of one call site, its operands read from ``env``."""
         op = self.live(node.layer)
         args, kwargs = call_arguments(node, env.__getitem__)
-        if self.training is not None:
-            if not isinstance(op, keras.Operation):  # a tf.keras 2 layer
-                if getattr(op, "_expects_training_arg", False):
-                    kwargs.setdefault("training", self.training)
-            elif "training" in getattr(op, "_call_context_args", ()):
-                kwargs["training"] = self.training
+        if self.training is not None and self._passes_training(op, kwargs):
+            kwargs["training"] = self.training
         try:
             out = op(*args, **kwargs)
         except Exception as e:
@@ -91,12 +90,26 @@ class Interpreter:
             raise error from e
         return keras.tree.flatten(out)
 
+    def _passes_training(self, op, kwargs: dict) -> bool:
+        """Whether the interpreter's ``training`` goes to a call: where the call takes one, and
+        under tf.keras 2's rule (its layers, or a graph that follows it) records none."""
+        if not isinstance(op, keras.Operation):  # a tf.keras 2 layer
+            return getattr(op, "_expects_training_arg", False) and kwargs.get("training") is None
+        takes = "training" in getattr(op, "_call_context_args", ())
+        return takes and not (self.recorded_wins and kwargs.get("training") is not None)
+
     def live(self, name: str):
         """The live layer (or Keras op) of IR layer ``name``."""
         op = self._ops.get(name)
         if op is None:
             layer = self.graph.layers[name]
-            op = layer.handle if layer.handle is not None else self._find(layer.path or (layer.name,))
+            if layer.handle is not None:
+                op = layer.handle
+            elif layer.class_name in MASK_CLASSES:  # a pass may add them (at a cut, for a nested
+                # call's mask=): they have no source layer to find, and no state
+                op = MASK_CLASSES[layer.class_name].from_config(layer.config)
+            else:
+                op = self._find(layer.path or (layer.name,))
             self._ops[name] = op
         return op
 

@@ -1,11 +1,15 @@
 """tf.keras 2.x models: in-memory ``tf_keras`` models, and the files tf.keras 2 wrote.
 
-Their configs use the legacy format :mod:`kgraft.ir.lower` reads. What Keras 3 cannot do is
+Their configs use the legacy format :mod:`kgraft.frontend.lower` reads. What Keras 3 cannot do is
 load every such file: it rejects tf.keras 2 ``.keras`` files, and in an ``.h5`` file it numbers
 the call sites of nested models differently, so it fails or, for a nested model called twice,
 silently wires the wrong call. Those files are read with ``tf_keras`` (the library that wrote
 them); flat ``.h5`` files stay with Keras 3, so custom layers given as Keras 3 classes work.
 ``tf_keras`` is imported only for such a file, or found already imported for such a model.
+
+What a config does not say is read from the live tf_keras model: value types, masks (on its
+symbolic tensors, see :mod:`.masks`), and that its calls follow tf.keras 2's training rule,
+which results keep as :class:`RecordedTrainingModel` s.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import sys
 import zipfile
 from dataclasses import replace
 
-from ...ir import INPUT_CLASS, Graph, KgraftError, TensorType, UnsupportedModelError
+import keras
 
-__all__ = ["is_tf_keras_model", "model_classes", "fill_types", "to_keras3", "file_keras_version",
-           "tf_keras_reason", "load_file", "INSTALL_HINT"]
+from ...ir import INPUT_CLASS, RECORDED_TRAINING_WINS, Graph, KgraftError, TensorType, UnsupportedModelError
+from .internals import Functional, set_keras_mask, unpack_singleton
+
+__all__ = ["RecordedTrainingModel", "set_training_rule", "is_tf_keras_model", "model_classes", "call_outputs",
+           "fill_types", "to_keras3", "file_keras_version", "tf_keras_reason", "load_file", "INSTALL_HINT"]
 
 INSTALL_HINT = ("Install tf_keras, the tf.keras 2 package matching your TensorFlow (pip install tf_keras), "
                 "and kgraft will read the file with it.")
@@ -58,6 +65,75 @@ _NO_KERAS3 = {
 }
 
 
+@keras.saving.register_keras_serializable(package="kgraft")
+class RecordedTrainingModel(Functional):
+    """A Keras 3 Functional model that runs by tf.keras 2's training rule, the one kgraft builds
+    from a tf.keras 2 source: a ``training`` recorded at a call site wins over the mode the model
+    is called in, where Keras 3's Functional passes its own to every operation over it. So
+    ``base(x, training=False)`` keeps ``base`` in inference under ``model(x, training=True)``
+    (transfer learning), and ``Dropout()(x, training=True)`` stays active under ``training=False``.
+    Calls that record none take the model's mode, as in both libraries. Saved and loaded as any
+    Functional (its config is one), with kgraft imported."""
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        # Functional.call, with a recorded training kept (keras/src/models/functional.py)
+        inputs = self._standardize_inputs(inputs)
+        if mask is not None:
+            for x, m in zip(inputs, keras.tree.flatten(mask)):
+                if m is not None:
+                    set_keras_mask(x, m)
+        context = {"training": training, **kwargs}
+        outputs = self._run_through_graph(inputs, operation_fn=lambda op: _unless_recorded(op, context))
+        return unpack_singleton(outputs)
+
+
+def _unless_recorded(operation, context: dict):
+    """``operation`` called with the model's call-context arguments where its call records none."""
+    names = getattr(operation, "_call_context_args", ())
+
+    def call(*args, **kwargs):
+        for name, value in context.items():
+            if name in names and value is not None and kwargs.get(name) is None:
+                kwargs[name] = value
+        return operation(*args, **kwargs)
+
+    return call
+
+
+def set_training_rule(graph: Graph, model) -> None:
+    """Mark ``graph`` (lowered from ``model``) as following tf.keras 2's training rule where its
+    source does: a tf_keras model, a :class:`RecordedTrainingModel`, or a Keras 3 model nesting
+    one where no other call records a ``training`` (the two rules then agree on those calls).
+    Where one does, one result cannot follow both rules: refused."""
+    if is_tf_keras_model(model) or isinstance(model, RecordedTrainingModel):
+        graph.meta[RECORDED_TRAINING_WINS] = True
+        return
+    nested, recorded = {}, []
+    _by_rule(graph, nested, recorded)
+    if nested and recorded:
+        raise UnsupportedModelError(
+            f"model {model.name!r} nests {', '.join(repr(n) for n in nested)}, which kgraft built from a tf.keras 2 "
+            f"model and which keeps tf.keras 2's training rule (a training recorded at a call wins), while "
+            f"call(s) {', '.join(repr(r) for r in recorded)} record a training that Keras 3's rule lets the mode "
+            "the model is called in override: one result cannot follow both. Call those without training=, "
+            "or apply kgraft to the nested model itself.")
+    if nested:
+        graph.meta[RECORDED_TRAINING_WINS] = True
+
+
+def _by_rule(graph: Graph, nested: dict, recorded: list) -> None:
+    """Collect the nested :class:`RecordedTrainingModel` s of a Keras 3 graph, and the other calls
+    that record a ``training`` (the nested models' own calls included)."""
+    for node in graph.nodes():
+        layer = graph.layers[node.layer]
+        if node.kwargs.get("training") is not None:
+            recorded.append("/".join(layer.path[:-1] + (node.id,)))
+        if isinstance(layer.handle, RecordedTrainingModel):
+            nested[layer.qualified_name] = None
+        elif layer.body is not None:
+            _by_rule(layer.body, nested, recorded)
+
+
 def is_tf_keras_model(obj) -> bool:
     """A ``tf_keras.Model`` (checked without importing ``tf_keras``)."""
     tf_keras = sys.modules.get("tf_keras")
@@ -72,26 +148,31 @@ def model_classes() -> tuple[type, type]:
     return Sequential, Functional
 
 
-def fill_types(graph: Graph, model) -> None:
-    """Fill the value types a legacy config leaves out from the tensors tf_keras recorded.
+def call_outputs(model, layer) -> list[list]:
+    """The flattened output tensors of each call of ``layer`` in ``model``'s network.
 
     Call site ``k`` of a layer in the config is the ``k``-th of the layer's nodes that belong to
     this model's network (tf_keras's own numbering in ``get_config``, minus the pre-existing node
-    of a nested model that :mod:`kgraft.ir.lower` already discounts).
+    of a nested model that :mod:`kgraft.frontend.lower` already discounts).
     """
     import tensorflow as tf
 
     network = model._network_nodes
+    return [tf.nest.flatten(n.outputs) for i, n in enumerate(layer._inbound_nodes)
+            if f"{layer.name}_ib-{i}" in network]
+
+
+def fill_types(graph: Graph, model) -> None:
+    """Fill the value types a legacy config leaves out from the tensors tf_keras recorded."""
     for node in graph.nodes():
         handle = graph.layers[node.layer].handle
         if handle is None or node.id in graph.inputs or all(t.known for t in node.outputs):
             continue
-        calls = [n for i, n in enumerate(handle._inbound_nodes) if f"{handle.name}_ib-{i}" in network]
+        calls = call_outputs(model, handle)
         if node.call_index >= len(calls):
             continue
-        tensors = tf.nest.flatten(calls[node.call_index].outputs)
         types = tuple(t if t.known else TensorType(tuple(x.shape), x.dtype.name)
-                      for t, x in zip(node.outputs, tensors))
+                      for t, x in zip(node.outputs, calls[node.call_index]))
         graph.replace_node(replace(node, outputs=types + node.outputs[len(types):]))
 
 

@@ -1,6 +1,6 @@
 """Lowering Keras models (in memory, ``.keras`` or ``.h5`` files) into the graph IR.
 
-The graph comes from ``model.get_config()`` (pure lowering in :mod:`kgraft.ir.lower`); this
+The graph comes from ``model.get_config()`` (pure lowering in :mod:`kgraft.frontend.lower`); this
 module adds what only the live model knows: each layer's object (whose weights the backend
 copies) and the types of values no layer consumes (model outputs). Files are read with
 Keras's ``safe_mode`` on; their config is checked first so that a ``Lambda`` layer or a missing
@@ -17,7 +17,8 @@ from dataclasses import replace
 
 import keras
 
-from ...ir import Graph, KgraftError, TensorType, UnsupportedModelError, lower_config
+from ...frontend import lower_config
+from ...ir import Graph, KgraftError, TensorType, UnsupportedModelError
 from . import legacy
 from .classes import check_classes, iter_layers
 from .internals import graph_config, is_graph_model, unserializable_layer
@@ -37,9 +38,9 @@ def lower(model_or_path, custom_objects: dict | None = None, *, safe_mode: bool 
         legacy.to_keras3(graph)
     _attach(graph, model)
     correct_types(graph)
-    if not legacy.is_tf_keras_model(model):
-        record_masks(graph, model)
+    record_masks(graph, model)
     graph.meta.update(source=model, custom_objects=dict(custom_objects or {}))
+    legacy.set_training_rule(graph, model)
     return graph
 
 

@@ -8,9 +8,10 @@ consuming one starts with :class:`WithMask` (its input again, with that mask att
 everything after it sees the mask exactly as in the source.
 
 :func:`record_masks` finds which values carry a mask in a live model: from Keras's own symbolic
-tensors, and, where a nested model hides it (Keras records no mask on the outer call of a
-nested model, although at run time the mask rides on the tensor it returns), by propagating the
-nested model's output masks through the layers after it as Keras would (``compute_mask``).
+tensors (tf_keras's for a tf.keras 2 model, whose config never records a mask), and, where a
+nested model hides it (Keras records no mask on the outer call of a nested model, although at
+run time the mask rides on the tensor it returns), by propagating the nested model's output
+masks through the layers after it as Keras would (``compute_mask``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import keras
 
 from ...ir import Graph, TensorType, ValueRef
 from ...ir.graph import nested_call_inputs
+from . import legacy
 from .internals import call_nodes
 
 __all__ = ["KerasMask", "WithMask", "record_masks", "MASK_CLASSES"]
@@ -82,10 +84,10 @@ def _record(graph: Graph, model, bound: dict[ValueRef, TensorType]) -> None:
         handle = layer.handle
         if node.id in graph.inputs or handle is None:
             continue
-        live = call_nodes(model, handle)
+        live = _calls(model, handle)
         if node.call_index >= len(live):
             continue
-        tensors = keras.tree.flatten(live[node.call_index].output_tensors)
+        live_node, tensors = live[node.call_index]
         first = next((ref for path, ref in node.operands() if path[:2] in (("args", 0), ("kwargs", "inputs"))), None)
         if layer.body is not None:
             inner = {inp: masks[ref] for inp, ref in zip(layer.body.input_refs(), nested_call_inputs(node, layer.body))
@@ -98,10 +100,19 @@ def _record(graph: Graph, model, bound: dict[ValueRef, TensorType]) -> None:
         for i, tensor in enumerate(tensors):
             mask = getattr(tensor, "_keras_mask", None)
             if mask is None and first in masks and _propagates(handle):
-                mask = _propagated(handle, live[node.call_index], masks[first])
+                mask = _propagated(handle, live_node, masks[first])
             if mask is not None:
                 masks[ValueRef(node.id, i)] = TensorType(tuple(mask.shape), "bool")
     graph.masks = masks
+
+
+def _calls(model, handle) -> list[tuple]:
+    """``(live node, its flattened output tensors)`` per call of ``handle`` in ``model``. A tf_keras
+    node is no Keras 3 node, so it comes as ``None``: its tensors' masks are all there is to read
+    (tf.keras 2 records a nested model's output mask on the outer call too)."""
+    if legacy.is_tf_keras_model(model):
+        return [(None, tensors) for tensors in legacy.call_outputs(model, handle)]
+    return [(node, keras.tree.flatten(node.output_tensors)) for node in call_nodes(model, handle)]
 
 
 def _propagates(handle) -> bool:

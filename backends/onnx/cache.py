@@ -68,10 +68,10 @@ def model_key(model, graph_text: str, opset: int) -> str:
     import tensorflow as tf
     import tf2onnx
 
-    import kgraft
+    from ..._version import __version__
 
     parts = {"format": FORMAT, "ir": graph_text, "weights": _weights_digest(model), "opset": opset,
-             "versions": [kgraft.__version__, tf.__version__, keras.__version__, tf2onnx.__version__]}
+             "versions": [__version__, tf.__version__, keras.__version__, tf2onnx.__version__]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 

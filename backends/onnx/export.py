@@ -8,9 +8,12 @@ nothing), cut each partition out of that graph with onnx-ir (:mod:`.cut`, which 
 ``Loop``/``Scan`` bodies whole), name every partition input/output after its ref, check each
 file with ``onnx.checker`` (full check), and write the directory atomically
 (:mod:`kgraft.backends.atomic`). When a partition cannot be cut out of the one conversion
-(it reads a tensor computed before its inputs, e.g. a Keras mask), every partition is built as
-a Keras model and converted on its own, with a warning, and the manifest says
-``"strategy": "per-partition"`` and why.
+(it reads a tensor computed before its inputs), every partition is built as a Keras model and
+converted on its own, with a warning, and the manifest says ``"strategy": "per-partition"`` and
+why. A cut that a Keras mask crosses is exported that way too: the Keras partitions of the
+split carry the mask explicitly (``KerasMask`` ends the producing one, ``WithMask`` starts the
+consumer), so each file has it as a boolean output or input ``<ref>_mask``, right after the
+tensor it masks, and the manifest lists it (``"mask_of": ref``).
 
 ``manifest.json`` (format ``kgraft-onnx/1``)::
 
@@ -25,8 +28,10 @@ a Keras model and converted on its own, with a warning, and the manifest says
     IO = {"name": ref, "ref": ref, "shape": [null, 14, 14, 1024], "dtype": "float32",
           "bytes_per_sample": 802816, "layer": "conv4_block6_out", "produced_by": 0,
           "layout": "keras"}          # or "nchw", with "keras_shape" and "perm" (cut_layout="nchw")
+    mask IO = {"name": "emb_mask", "ref": "emb", "mask_of": "emb", "shape": [null, 8], "dtype": "bool", ...}
 
-``name`` is the tensor's name in the ONNX files (it is the ref); ``produced_by`` is the index of
+``name`` is the tensor's name in the ONNX files (the ref; ``<ref>_mask`` for the Keras mask of
+``ref``, with a suffix should that name be taken); ``produced_by`` is the index of
 the partition computing it (``null`` for model inputs), so a tensor that a partition both
 receives and returns is visibly passed through. ``bytes_per_sample`` is the product of the
 non-batch dimensions times the dtype size (``null`` when a dimension is unknown).
@@ -38,10 +43,11 @@ import json
 import os
 import time
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
-from ...ir import CutError, Graph, KgraftError, TensorType, ValueRef, mask_layers
+from ...ir import Graph, KgraftError, TensorType, ValueRef, mask_layers
 from ...passes.split import resolve_split
 from ..atomic import check_target, write_files
 from . import cache
@@ -60,6 +66,18 @@ NCHW = [0, 3, 1, 2]  # file tensor = keras tensor transposed by this
 
 class ConversionFallbackWarning(UserWarning):
     """The one conversion of the model could not be cut; each partition was converted on its own."""
+
+
+class Wire(NamedTuple):
+    """A tensor a partition file takes or returns: its name there, the value of the split's graph,
+    and whether it is that value's Keras mask (a boolean tensor) rather than the value."""
+
+    name: str
+    value: ValueRef
+    mask: bool = False
+
+    def type(self, graph: Graph) -> TensorType:
+        return graph.masks[self.value] if self.mask else graph.value_type(self.value)
 
 
 def export(model, out_dir, at=None, opset=None, *, custom_objects: dict | None = None,
@@ -96,32 +114,36 @@ def export(model, out_dir, at=None, opset=None, *, custom_objects: dict | None =
     flat = prune(inline(lower(source, custom_objects)), keep_inputs=True)
     plan = resolve_split(flat, at)
     graph = plan.graph
-    _refuse_masked_cuts(graph, plan)
-    refs = [[graph.value_name(v) for v in b] for b in plan.boundaries]
-    cut_refs = {r for b in refs[1:-1] for r in b} - set(refs[0]) - set(refs[-1])
-    rank4 = {r for b in plan.boundaries[1:-1] for v, r in zip(b, [graph.value_name(x) for x in b])
-             if r in cut_refs and len(graph.value_type(v).shape or ()) == 4}
+    wires = _wires(plan)
+    cut_refs = {w.name for ins, _ in wires[1:] for w in ins} - {w.name for w in wires[0][0] + wires[-1][1]}
+    rank4 = {w.name for ins, _ in wires[1:] for w in ins
+             if w.name in cut_refs and not w.mask and len(w.type(graph).shape or ()) == 4}
 
     protos, state, reason = None, "off", None
     nchw = rank4 if cut_layout == "nchw" else set()
-    if strategy == "joint":
+    masked = _masked_cut(plan)
+    if strategy == "joint" and masked:
+        reason = masked
+        warnings.warn(f"export_onnx: {reason}; converting each of the {len(wires)} partitions on its own, "
+                      "so that the mask crosses as a boolean tensor", ConversionFallbackWarning, stacklevel=2)
+    elif strategy == "joint":
         places = {part.layers[n.layer].name: f"partition {i}" for i, part in enumerate(plan.partitions)
                   for n in part.nodes()} if len(plan.partitions) > 1 else {}
         converted, state = _converted(source, flat, opset, cache, places)
         if cut_layout == "auto":
             nchw = _computed_nchw(converted, rank4)
         try:
-            protos = _cut_joint(converted, plan, refs, nchw, flat)
+            protos = _cut_joint(converted, plan, wires, nchw, flat)
         except NotClosed as e:
             reason = str(e)
             warnings.warn(f"export_onnx: {reason}, so the one conversion of the model cannot be cut there; "
-                          f"converting each of the {len(refs) - 1} partitions on its own instead",
+                          f"converting each of the {len(wires)} partitions on its own instead",
                           ConversionFallbackWarning, stacklevel=2)
     if protos is None:
-        protos = _per_partition(plan, refs, nchw, opset)
+        protos = _per_partition(plan, wires, nchw, opset)
     strategy_used = "joint" if reason is None and strategy == "joint" else "per-partition"
 
-    manifest = _manifest(source, plan, protos, opset, at, nchw)
+    manifest = _manifest(source, plan, wires, protos, opset, at, nchw)
     manifest["cut_layout"] = cut_layout
     manifest["conversion"] = {"tool": "tf2onnx", "strategy": strategy_used,
                               "conversions": 1 if strategy_used == "joint" else len(protos)}
@@ -195,70 +217,76 @@ def _computed_nchw(converted: cache.Converted, rank4: set[str]) -> set[str]:
     return {r for r in rank4 if converted.names.get(r) in outputs and nchw_alias(outputs[converted.names[r]]) is not None}
 
 
-def _declared(graph: Graph, values: list[ValueRef], names: list[str]) -> dict:
+def _declared(types: list[TensorType], names: list[str]) -> dict:
     import onnx_ir as ir
 
     declared = {}
-    for value, name in zip(values, names):
-        t = graph.value_type(value)
+    for t, name in zip(types, names):
         shape = ["batch" if i == 0 and d is None else d for i, d in enumerate(t.shape or ())]
         declared[name] = (ir.DataType.from_numpy(np.dtype(t.dtype or "float32")), shape)
     return declared
 
 
-def _cut_joint(converted: cache.Converted, plan, refs, nchw: set[str], flat: Graph) -> list:
+def _cut_joint(converted: cache.Converted, plan, wires, nchw: set[str], flat: Graph) -> list:
     names = converted.names
-    declared = _declared(flat, flat.input_refs(), [names[flat.value_name(v)] for v in flat.input_refs()])
+    inputs = flat.input_refs()
+    declared = _declared([flat.value_type(v) for v in inputs], [names[flat.value_name(v)] for v in inputs])
+
+    def port(w: Wire) -> Port:
+        return Port(names[w.name], w.name, "nchw" if w.name in nchw else "keras", converted.shapes.get(w.name))
+
     protos = []
-    for i in range(len(refs) - 1):
-        ins = [Port(names[r], r, "nchw" if r in nchw else "keras", converted.shapes.get(r)) for r in refs[i]]
-        outs = [Port(names[r], r, "nchw" if r in nchw else "keras", converted.shapes.get(r))
-                for r in dict.fromkeys(refs[i + 1])]
-        protos.append(_finish(partition(converted.proto, ins, outs, f"partition {i}", declared),
-                              plan.partitions[i].name, refs[i], refs[i + 1], f"partition {i}"))
+    for i, (ins, outs) in enumerate(wires):
+        protos.append(_finish(partition(converted.proto, [port(w) for w in ins], [port(w) for w in _unique(outs)],
+                                        f"partition {i}", declared),
+                              plan.partitions[i].name, ins, outs, f"partition {i}"))
     return protos
 
 
-def _per_partition(plan, refs, nchw: set[str], opset: int) -> list:
-    """Each partition built as a Keras model and converted on its own."""
+def _per_partition(plan, wires, nchw: set[str], opset: int) -> list:
+    """Each partition built as a Keras model and converted on its own (its masks included)."""
     from ..keras import build
 
     protos = []
-    for i, (part, keras_model) in enumerate(zip(plan.partitions, [build(p) for p in plan.partitions])):
-        unit = Unit(keras_model, [f"p{i}_in{j}" for j in range(len(refs[i]))],
-                    [f"p{i}_out{j}" for j in range(len(refs[i + 1]))], label=f"partition {i}",
+    for i, (part, (ins, outs)) in enumerate(zip(plan.partitions, wires)):
+        keras_model = build(part)
+        unit = Unit(keras_model, [f"p{i}_in{j}" for j in range(len(ins))],
+                    [f"p{i}_out{j}" for j in range(len(outs))], label=f"partition {i}",
                     layers={l.name: l.class_name for l in part.layers.values()})
-        unit.nchw = {n for n, r in zip(unit.input_names, refs[i]) if r in nchw}
-        unit.nchw |= {n for n, r in zip(unit.output_names, refs[i + 1]) if r in nchw}
+        unit.nchw = {n for n, w in zip(unit.input_names + unit.output_names, ins + outs) if w.name in nchw}
         proto = convert_units([unit], opset)
-        declared = _declared(plan.graph, plan.boundaries[i], unit.input_names)
+        declared = _declared([w.type(plan.graph) for w in ins], unit.input_names)
         for name in unit.nchw & set(declared):
             dtype, shape = declared[name]
             declared[name] = (dtype, [shape[p] for p in NCHW])
         first = {}
-        for name, ref in zip(unit.output_names, refs[i + 1]):
-            first.setdefault(ref, name)
-        shapes = dict(zip(refs[i] + refs[i + 1], (_dims(t) for t in keras_model.inputs + keras_model.outputs)))
-        ins = [Port(n, r, shape=shapes[r] if r not in nchw else None) for n, r in zip(unit.input_names, refs[i])]
-        outs = [Port(n, r, shape=shapes[r] if r not in nchw else None) for r, n in first.items()]
-        protos.append(_finish(partition(proto, ins, outs, f"partition {i}", declared), keras_model.name,
-                              refs[i], refs[i + 1], f"partition {i}"))
+        for name, w in zip(unit.output_names, outs):
+            first.setdefault(w.name, name)
+        shapes = dict(zip([w.name for w in ins + outs], (_dims(t) for t in keras_model.inputs + keras_model.outputs)))
+        in_ports = [Port(n, w.name, shape=shapes[w.name] if w.name not in nchw else None)
+                    for n, w in zip(unit.input_names, ins)]
+        out_ports = [Port(n, r, shape=shapes[r] if r not in nchw else None) for r, n in first.items()]
+        protos.append(_finish(partition(proto, in_ports, out_ports, f"partition {i}", declared), keras_model.name,
+                              ins, outs, f"partition {i}"))
     return protos
 
 
-def _finish(model, name: str, in_refs: list[str], out_refs: list[str], what: str):
+def _unique(wires: list[Wire]) -> list[Wire]:
+    return list(dict.fromkeys(wires))
+
+
+def _finish(model, name: str, ins: list[Wire], outs: list[Wire], what: str):
     """Name the batch dimension, stamp the producer, and run the full ONNX checker."""
     import onnx
 
-    import kgraft
-
+    from ..._version import __version__
     from .surgery import name_batch_dims
 
     name_batch_dims(model)
-    model.producer_name, model.producer_version = "kgraft", kgraft.__version__
+    model.producer_name, model.producer_version = "kgraft", __version__
     model.graph.name = name
-    model.doc_string = (f"kgraft {what}: inputs {', '.join(in_refs)} -> outputs "
-                        f"{', '.join(dict.fromkeys(out_refs))} (converted with tf2onnx)")
+    model.doc_string = (f"kgraft {what}: inputs {', '.join(w.name for w in ins)} -> outputs "
+                        f"{', '.join(w.name for w in _unique(outs))} (converted with tf2onnx)")
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as e:
@@ -286,15 +314,17 @@ def _file_types(proto) -> dict[str, tuple[list, str]]:
     return types
 
 
-def _io(graph: Graph, value: ValueRef, types: dict, producer: dict[str, int], nchw: set[str]) -> dict:
-    ref = graph.value_name(value)
-    shape, dtype = types[ref]
-    keras_shape = [shape[p] for p in np.argsort(NCHW)] if ref in nchw else shape
-    io = {"name": ref, "ref": ref, "shape": keras_shape, "dtype": dtype,
+def _io(graph: Graph, wire: Wire, types: dict, producer: dict[str, int], nchw: set[str]) -> dict:
+    ref = graph.value_name(wire.value)
+    shape, dtype = types[wire.name]
+    keras_shape = [shape[p] for p in np.argsort(NCHW)] if wire.name in nchw else shape
+    io = {"name": wire.name, "ref": ref, "shape": keras_shape, "dtype": dtype,
           "bytes_per_sample": bytes_per_sample(keras_shape, dtype),
-          "layer": graph.layer_of(value.node).qualified_name,
-          "produced_by": producer.get(value.node), "layout": "keras"}
-    if ref in nchw:
+          "layer": graph.layer_of(wire.value.node).qualified_name,
+          "produced_by": producer.get(wire.value.node), "layout": "keras"}
+    if wire.mask:
+        io["mask_of"] = ref
+    if wire.name in nchw:
         io.update(shape=shape, layout="nchw", keras_shape=keras_shape, perm=list(NCHW))
     return io
 
@@ -305,9 +335,9 @@ def _versions() -> dict:
     import tensorflow as tf
     import tf2onnx
 
-    import kgraft
+    from ..._version import __version__
 
-    versions = {"kgraft": kgraft.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+    versions = {"kgraft": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
                 "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__}
     try:
         import onnxruntime
@@ -318,21 +348,47 @@ def _versions() -> dict:
     return versions
 
 
-def _refuse_masked_cuts(graph: Graph, plan) -> None:
-    """A tensor that carries a Keras mask crosses a Keras split with its mask as an extra boolean
-    tensor; the ONNX partitions do not carry it yet, so such a cut is refused, not exported wrong."""
+def _wires(plan) -> list[tuple[list[Wire], list[Wire]]]:
+    """``(inputs, outputs)`` of every partition file, in the order of the Keras partitions: each
+    boundary value, followed by its Keras mask where that crosses a cut (as ``split`` makes it)."""
+    graph = plan.graph
+    names = {graph.value_name(v) for b in plan.boundaries for v in b}
+    mask_names: dict[ValueRef, str] = {}
+    for value in (v for b in plan.boundaries[1:-1] for v in b):
+        if value not in mask_names and value.node not in graph.inputs and mask_layers.carried(graph, value):
+            name, k = f"{graph.value_name(value)}_mask", 1
+            while name in names:
+                k += 1
+                name = f"{graph.value_name(value)}_mask_{k}"
+            names.add(name)
+            mask_names[value] = name
+
+    def crossing(boundary: list[ValueRef], masks: bool) -> list[Wire]:
+        wires = []
+        for value in boundary:
+            wires.append(Wire(graph.value_name(value), value))
+            if masks and value in mask_names:
+                wires.append(Wire(mask_names[value], value, mask=True))
+        return wires
+
+    last = len(plan.boundaries) - 2
+    return [(crossing(plan.boundaries[i], i > 0), crossing(plan.boundaries[i + 1], i < last))
+            for i in range(last + 1)]
+
+
+def _masked_cut(plan) -> str | None:
+    """Why the one conversion cannot serve this split when a Keras mask crosses one of its cuts
+    (it computes the mask from tensors before the cut), else None."""
+    graph = plan.graph
     for i, boundary in enumerate(plan.boundaries[1:-1], start=1):
-        masked = [v for v in boundary if mask_layers.carried(graph, v) is not None]
-        if masked:
-            v = masked[0]
-            raise CutError(
-                f"export_onnx: cut {i} passes {graph.value_name(v)!r}, which carries a Keras mask (made by "
-                f"{graph.layer_of(v.node).class_name} {graph.node(v.node).layer!r} or before it); ONNX partitions "
-                "cannot carry the mask across yet. Cut after the layers that consume the mask (e.g. after the "
-                "recurrent or attention layer), or use kgraft.split, whose Keras partitions pass it explicitly.")
+        for v in boundary:
+            if v.node not in graph.inputs and mask_layers.carried(graph, v) is not None:
+                return (f"cut {i} passes {graph.value_name(v)!r}, which carries a Keras mask (made by "
+                        f"{graph.layer_of(v.node).class_name} {graph.node(v.node).layer!r} or before it)")
+    return None
 
 
-def _manifest(source, plan, protos, opset: int, at, nchw: set[str]) -> dict:
+def _manifest(source, plan, wires, protos, opset: int, at, nchw: set[str]) -> dict:
     from ...passes.split import normalize_cuts
 
     graph = plan.graph
@@ -342,10 +398,10 @@ def _manifest(source, plan, protos, opset: int, at, nchw: set[str]) -> dict:
             if node.id in graph and part.layers[node.layer].class_name != "InputLayer":
                 producer[node.id] = i
     partitions = []
-    for i, proto in enumerate(protos):
+    for i, (proto, (ins, outs)) in enumerate(zip(protos, wires)):
         types = _file_types(proto)
-        ins = [_io(graph, v, types, producer, nchw) for v in plan.boundaries[i]]
-        outs = [_io(graph, v, types, producer, nchw) for v in dict.fromkeys(plan.boundaries[i + 1])]
+        ins = [_io(graph, w, types, producer, nchw) for w in ins]
+        outs = [_io(graph, w, types, producer, nchw) for w in _unique(outs)]
         layers = [n.layer for n in plan.partitions[i].nodes()
                   if plan.partitions[i].layers[n.layer].class_name != "InputLayer"]
         partitions.append({
@@ -360,7 +416,7 @@ def _manifest(source, plan, protos, opset: int, at, nchw: set[str]) -> dict:
         "opset": opset,
         "cuts": [] if at is None else normalize_cuts(at),
         "inputs": [dict(p) for p in partitions[0]["inputs"]],
-        "outputs": [_io(graph, v, types, producer, nchw) for v in plan.boundaries[-1]],
+        "outputs": [_io(graph, w, types, producer, nchw) for w in wires[-1][1]],
         "partitions": partitions,
         "versions": _versions(),
     }

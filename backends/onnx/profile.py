@@ -30,7 +30,7 @@ import time
 from collections import defaultdict
 
 from .runtime import compute_clock, load, session_options
-from .verify import random_inputs
+from .verify import manifest_inputs
 
 __all__ = ["partition_latency", "throughput", "layer_profile"]
 
@@ -39,7 +39,7 @@ def partition_latency(manifest_or_dir, batch: int = 1, runs: int = 20, warmup: i
                       seed: int = 0) -> list[float]:
     """Median seconds of each partition of an export, in order (one call with ``batch`` samples)."""
     pipeline = load(manifest_or_dir)
-    env = pipeline.normalize(random_inputs(pipeline.inputs, batch=batch, seed=seed))
+    env = pipeline.normalize(manifest_inputs(pipeline.inputs, batch=batch, seed=seed))
     times = []
     for index in range(len(pipeline)):
         samples = []
@@ -55,7 +55,7 @@ def partition_latency(manifest_or_dir, batch: int = 1, runs: int = 20, warmup: i
 
 def throughput(model, custom_objects: dict | None = None, runs: int = 20) -> float:
     """FLOPs per second of this machine on ``model`` in ONNX Runtime (batch 1), for the planner."""
-    from ...passes.costs import graph_costs
+    from ...analysis.costs import graph_costs
     from ..keras import lower
     from .export import export
 
@@ -77,11 +77,11 @@ def layer_profile(model, custom_objects: dict | None = None, runs: int = 10, war
     """
     import onnxruntime as ort
 
-    from ...passes import run
+    from ...passes import inline_nested
     from ..keras import lower
     from .export import export
 
-    graph = run(lower(model, custom_objects), "inline-nested")
+    graph = inline_nested(lower(model, custom_objects))
     clock = compute_clock(threads)
     with tempfile.TemporaryDirectory(prefix="kgraft-profile-") as tmp:
         manifest = export(model, os.path.join(tmp, "model"), custom_objects=custom_objects)
@@ -116,7 +116,7 @@ def _probe_feeds(graph, manifest: dict, session) -> dict:
     from ...numerics import probe_inputs
 
     by_name = {graph.value_name(ValueRef(i)): a for i, a in zip(graph.inputs, probe_inputs(graph, batch=1))}
-    fallback = dict(zip([io["name"] for io in manifest["inputs"]], random_inputs(manifest["inputs"], batch=1)))
+    fallback = dict(zip([io["name"] for io in manifest["inputs"]], manifest_inputs(manifest["inputs"], batch=1)))
     return {i.name: by_name.get(i.name, fallback.get(i.name)) for i in session.get_inputs()}
 
 

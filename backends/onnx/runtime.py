@@ -1,10 +1,11 @@
 """Run exported partitions as a chain of ONNX Runtime sessions.
 
-:class:`OnnxPipeline` opens one ``InferenceSession`` per partition, once, and feeds each
-partition by name from the tensors computed so far (model inputs, then every partition's
-outputs), so pass-through tensors need no special handling. Sessions are reused across calls
-and the batch dimension is free. :func:`load` caches pipelines per directory (invalidated when
-``manifest.json`` changes); :func:`run_onnx` is ``load(...).run(inputs)``.
+:class:`SessionChain` runs sessions in order, each fed by name from the tensors computed so far
+(model inputs, then every partition's outputs), so pass-through tensors need no special
+handling; :class:`OnnxPipeline` is the chain of one export's partitions (sessions opened once,
+any batch size), and ``kgraft serve`` runs its chains with the same class. :func:`load` caches
+pipelines per directory (invalidated when ``manifest.json`` changes); :func:`run_onnx` is
+``load(...).run(inputs)``.
 """
 
 from __future__ import annotations
@@ -18,22 +19,29 @@ import numpy as np
 from ...ir import KgraftError
 from .export import FORMAT, MANIFEST
 
-__all__ = ["OnnxPipeline", "load", "run_onnx", "read_manifest", "clear_cache", "session_options", "compute_clock"]
+__all__ = ["OnnxPipeline", "SessionChain", "load", "run_onnx", "read_manifest", "clear_cache", "session_options",
+           "compute_clock"]
 
 
 def session_options(threads: int | None = None):
     """ONNX Runtime session options with ``threads`` intra-op threads (None: ONNX Runtime's default,
-    one per core). ``threads=1`` runs every kernel on the calling thread, so :func:`compute_clock`
-    can time it in CPU time."""
+    one per core), which do not spin once a run ends. ``threads=1`` runs every kernel on the
+    calling thread, so :func:`compute_clock` can time it in CPU time."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    # a session's idle intra-op threads would spin after each run, taking the cores from the next
+    # partition's session (a chain runs several one after the other; a small host has 2 cores)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise KgraftError(f"threads={threads!r} must be a positive number of ONNX Runtime threads (or None)")
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     return options
+
+
+_default_options = session_options  # (OnnxPipeline's argument session_options= hides the name there)
 
 
 def compute_clock(threads: int | None):
@@ -79,10 +87,76 @@ def _read(path: str) -> tuple[str, dict]:
     return os.path.dirname(path), manifest
 
 
+class SessionChain:
+    """ONNX Runtime sessions run in order, each fed by name from the tensors computed so far.
+
+    Runs go through IOBinding, prepared once per set of input shapes: every session output is
+    written into memory bound to it once (kept warm from run to run, not allocated again), and
+    the next session reads it there, so nothing crossing a cut is allocated, copied or turned into
+    numpy. A chain of 4 ResNet50 partitions cost 1.065x the unsplit model without this, 1.02-1.03x
+    with it (benchmarks/bench_onnx.py). When an output's shape follows the values (the bound
+    memory no longer fits it), that run is repeated unbound, and so is every later one. One run
+    at a time (a lock): the bound memory is shared.
+    """
+
+    def __init__(self, sessions: list):
+        self.sessions = list(sessions)
+        self.feeds = [[i.name for i in s.get_inputs()] for s in self.sessions]
+        self.fetches = [[o.name for o in s.get_outputs()] for s in self.sessions]
+        self._bound = None  # (input shapes, [(binding, names of the inputs given to the chain)], outputs)
+        self._bindable = True  # False once an output's shape changed with the values
+        self._lock = threading.Lock()
+
+    def run(self, feeds: dict[str, np.ndarray], fetch: list[str] | None = None) -> dict[str, np.ndarray]:
+        """``fetch`` (None: every tensor given or computed) by name, as numpy arrays of their own."""
+        key = tuple((name, a.shape, a.dtype.str) for name, a in feeds.items())
+        with self._lock:
+            computed = None
+            if self._bound is not None and self._bound[0] == key:
+                computed = self._run_bound(feeds)
+            if computed is None:
+                computed = self._bind(feeds, key)
+            names = fetch if fetch is not None else list(dict.fromkeys([*feeds, *computed]))
+            return {n: feeds[n] if n in feeds else np.array(computed[n].numpy()) for n in names}
+
+    def _run_bound(self, feeds: dict):
+        _, steps, outputs = self._bound
+        try:
+            for session, (binding, given) in zip(self.sessions, steps):
+                for name in given:
+                    binding.bind_cpu_input(name, feeds[name])
+                session.run_with_iobinding(binding)
+        except Exception:  # noqa: BLE001 (an output shape changed with the values: run unbound)
+            self._bound, self._bindable = None, False
+            return None
+        return outputs
+
+    def _bind(self, feeds: dict, key: tuple) -> dict:
+        """One run without bindings, whose outputs become the memory bound for the next runs."""
+        import onnxruntime as ort
+
+        env = {name: ort.OrtValue.ortvalue_from_numpy(a) for name, a in feeds.items()}
+        steps, outputs = [], {}
+        for session, names, fetches in zip(self.sessions, self.feeds, self.fetches):
+            results = session.run_with_ort_values(fetches, {n: env[n] for n in names})
+            binding = session.io_binding()
+            for name in names:
+                if name in outputs:
+                    binding.bind_ortvalue_input(name, outputs[name])
+            steps.append((binding, [n for n in names if n not in outputs]))
+            for name, value in zip(fetches, results):
+                if name not in names:  # (one passed through under its name is the input itself)
+                    binding.bind_ortvalue_output(name, value)
+                    outputs[name] = env[name] = value
+        self._bound = (key, steps, outputs) if self._bindable else None
+        return outputs
+
+
 class OnnxPipeline:
-    """The partitions of one export as ONNX Runtime sessions, chained by tensor name.
+    """The partitions of one export as a :class:`SessionChain`, fed the model's inputs.
 
     ``upto=k`` opens only partitions ``0..k-1`` (an edge device that runs the first ones).
+    ``session_options`` default to :func:`session_options` ``()``.
     """
 
     def __init__(self, manifest_or_dir, providers=None, session_options=None, upto: int | None = None):
@@ -94,16 +168,17 @@ class OnnxPipeline:
         self.outputs = self.manifest["outputs"]
         self.input_names = [io["name"] for io in self.inputs]
         self.output_names = [io["name"] for io in self.outputs]
-        self.sessions = []
+        options = session_options if session_options is not None else _default_options()
+        sessions = []
         for part in self.manifest["partitions"][:upto]:
             path = os.path.join(self.dir, part["file"])
             try:
-                session = ort.InferenceSession(path, sess_options=session_options, providers=self.providers)
+                session = ort.InferenceSession(path, sess_options=options, providers=self.providers)
             except Exception as e:
                 raise KgraftError(f"ONNX Runtime cannot open {path!r}: {e}") from e
-            self.sessions.append(session)
-        self._feeds = [[i.name for i in s.get_inputs()] for s in self.sessions]
-        self._fetches = [[o.name for o in s.get_outputs()] for s in self.sessions]
+            sessions.append(session)
+        self.chain = SessionChain(sessions)
+        self.sessions = self.chain.sessions
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -134,34 +209,21 @@ class OnnxPipeline:
         return {io["name"]: _as_input(a, io) for a, io in zip(arrays, self.inputs)}
 
     def run(self, inputs) -> list[np.ndarray]:
-        """The model's outputs (in order) for ``inputs``.
-
-        Tensors stay ONNX Runtime ``OrtValue``s from one partition to the next
-        (``run_with_ort_values``), so what crosses a cut is not copied into numpy and back.
-        """
-        import onnxruntime as ort
-
-        env = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in self.normalize(inputs).items()}
-        for i, session in enumerate(self.sessions):
-            results = session.run_with_ort_values(self._fetches[i], {n: env[n] for n in self._feeds[i]})
-            env.update(zip(self._fetches[i], results))
-        return [env[n].numpy() for n in self.output_names]
+        """The model's outputs (in order) for ``inputs``."""
+        values = self.chain.run(self.normalize(inputs), self.output_names)
+        return [values[n] for n in self.output_names]
 
     def run_all(self, inputs) -> dict[str, np.ndarray]:
         """Every tensor of the chain by name: model inputs, what crosses each cut, model outputs."""
-        env = self.normalize(inputs)
-        for i, session in enumerate(self.sessions):
-            results = session.run(self._fetches[i], {n: env[n] for n in self._feeds[i]})
-            env.update(zip(self._fetches[i], results))
-        return env
+        return self.chain.run(self.normalize(inputs))
 
     __call__ = run
 
     def run_partition(self, index: int, feeds: dict) -> dict[str, np.ndarray]:
         """One partition on its own: ``{input name: array}`` -> ``{output name: array}``."""
         session = self.sessions[index]
-        results = session.run(self._fetches[index], {n: np.asarray(feeds[n]) for n in self._feeds[index]})
-        return dict(zip(self._fetches[index], results))
+        results = session.run(self.chain.fetches[index], {n: np.asarray(feeds[n]) for n in self.chain.feeds[index]})
+        return dict(zip(self.chain.fetches[index], results))
 
 
 def _is_array_list(items) -> bool:

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ...ir import KgraftError
+from ...numerics import max_abs_diff, typed_inputs
 from .runtime import load
 
-__all__ = ["verify", "VerifyReport", "OutputDiff", "OnnxMismatchError", "random_inputs"]
+__all__ = ["verify", "VerifyReport", "OutputDiff", "OnnxMismatchError", "manifest_inputs"]
 
 
 class OnnxMismatchError(KgraftError):
@@ -81,34 +82,29 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def random_inputs(inputs: list[dict], batch: int = 2, seed: int = 0, small: int = 3) -> list[np.ndarray]:
-    """Random arrays for manifest inputs (unknown dims -> ``small``)."""
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for io in inputs:
-        shape = [batch if i == 0 else (small if d is None else d) for i, d in enumerate(io["shape"])]
-        dtype = np.dtype(io["dtype"])
-        if np.issubdtype(dtype, np.integer):
-            arrays.append(rng.integers(0, 5, size=shape).astype(dtype))
-        elif dtype == np.bool_:
-            arrays.append(rng.integers(0, 2, size=shape).astype(bool))
-        else:
-            arrays.append(rng.standard_normal(shape).astype(dtype))
-    return arrays
-
-
-def _diff(a: np.ndarray, b: np.ndarray) -> float:
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
-    d = np.where(same, 0.0, np.abs(a64 - b64))
-    d = np.where(np.isnan(d), np.inf, d)
-    return float(d.max()) if d.size else 0.0
+def manifest_inputs(inputs: list[dict], batch: int = 2, seed: int = 0) -> list[np.ndarray]:
+    """Probe arrays for a manifest's inputs (:func:`kgraft.numerics.typed_inputs`)."""
+    return typed_inputs([(io["shape"], io["dtype"]) for io in inputs], batch=batch, seed=seed)
 
 
 def _numpy(outputs) -> list[np.ndarray]:
     import keras
 
     return [np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.tree.flatten(outputs)]
+
+
+def _keras_value(io: dict, computed: dict) -> np.ndarray:
+    """A cut tensor as Keras computes it; for a mask (``mask_of``), the Keras mask that rides on
+    its tensor (all true where Keras has none, as the exported ``KerasMask`` says)."""
+    import keras
+
+    if "mask_of" not in io:
+        return np.asarray(keras.ops.convert_to_numpy(computed[io["name"]]))
+    tensor = computed[io["mask_of"]]
+    mask = getattr(tensor, "_keras_mask", None)
+    if mask is None:
+        return np.ones(tuple(tensor.shape)[:len(io["shape"])], bool)
+    return np.asarray(keras.ops.convert_to_numpy(mask))
 
 
 def _cut_names(pipeline) -> list[str]:
@@ -120,10 +116,12 @@ def _cut_names(pipeline) -> list[str]:
 
 def _keras_feed(source, names: list[str], arrays: list):
     """The arrays as the Keras model takes them: one, a list, or a dict (a model built on a dict of
-    inputs, as keras_hub backbones are), matched by input name."""
-    if isinstance(source.input, dict):
+    inputs, as keras_hub backbones are), matched by input name. (A Sequential model whose
+    Functional graph Keras built lazily has no ``input``: it takes one array or a list.)"""
+    structure = getattr(source, "input", None)
+    if isinstance(structure, dict):
         by_name = dict(zip(names, arrays))
-        return {key: by_name.get(tensor.name, by_name.get(key)) for key, tensor in source.input.items()}
+        return {key: by_name.get(tensor.name, by_name.get(key)) for key, tensor in structure.items()}
     return arrays[0] if len(arrays) == 1 else arrays
 
 
@@ -154,12 +152,17 @@ def verify(model, manifest_or_dir, inputs=None, atol: float = 1e-4, *, batch: in
     pairs = [(name, "output", k, o) for name, k, o in zip(pipeline.output_names, keras_out, onnx_out)]
     cuts = _cut_names(pipeline) if intermediates else []
     if cuts:
-        from ...api import extract
+        import keras
 
-        probe = extract(source, cuts, custom_objects=custom_objects)
+        from ...passes import extract
+        from ..keras import build, lower
+
         layout = {io["name"]: io for part in pipeline.manifest["partitions"] for io in part["outputs"]}
-        for name, k in zip(cuts, _numpy(probe(feed, training=False))):
-            o = env[name]
+        refs = [n for n in cuts if "mask_of" not in layout[n]]
+        probe = build(extract(lower(source, custom_objects), outputs=refs))
+        computed = dict(zip(refs, keras.tree.flatten(probe(feed, training=False))))
+        for name in cuts:
+            k, o = _keras_value(layout[name], computed), env[name]
             if layout[name].get("layout") == "nchw":  # held channels-first in the files
                 o = np.transpose(o, np.argsort(layout[name]["perm"]))
             pairs.append((name, "cut", k, o))
@@ -167,7 +170,7 @@ def verify(model, manifest_or_dir, inputs=None, atol: float = 1e-4, *, batch: in
     for name, kind, k, o in pairs:
         if k.shape != o.shape:
             raise KgraftError(f"verify: {name!r} has shape {o.shape} in ONNX but {k.shape} in Keras")
-        d = _diff(k, o)
+        d = max_abs_diff(k, o)
         scale = float(np.nanmax(np.abs(k.astype(np.float64)))) if k.size else 0.0
         diffs.append(OutputDiff(name, tuple(o.shape), d, d <= atol, kind, scale))
     report = VerifyReport(diffs, atol, int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 0,
@@ -216,28 +219,29 @@ def _compared(name: str, kind: str, io: dict, k: np.ndarray, o: np.ndarray, atol
         allowed = np.where(saturated, np.inf, tolerance)
     else:
         allowed = atol
-    ok = bool(np.all((d <= allowed) | (np.isnan(k64) & np.isnan(o))))
-    return OutputDiff(name, tuple(o.shape), _diff(k, o), ok, kind, scale, tolerance)
+    ok = bool(np.all(d <= allowed))  # NaN-strict: a NaN on either side is never within tolerance
+    return OutputDiff(name, tuple(o.shape), max_abs_diff(k, o), ok, kind, scale, tolerance)
 
 
 def _input_arrays(pipeline, inputs, batch: int, seed: int, notes: list) -> list:
     """The arrays the check feeds: ``inputs`` in the pipeline's order, or random ones (noted)."""
     if inputs is None:
         notes.append(f"random inputs (seed {seed})")
-        return random_inputs(pipeline.inputs, batch=batch, seed=seed)
+        return manifest_inputs(pipeline.inputs, batch=batch, seed=seed)
     return list(pipeline.normalize(inputs).values())
 
 
 def _verify_compressed(source, pipeline, inputs, atol, batch, seed, custom_objects, strict) -> VerifyReport:
     """Each compressed tensor within its rounding, each partition on the chain's own inputs (see the module doc)."""
-    from ...api import split
+    from ...passes import split
+    from ..keras import build_partitions, lower
 
     manifest = pipeline.manifest
     notes = [f"{manifest['compress']} cut tensors: partitions checked on the decoded tensors they receive, "
              "end-to-end outputs shown, not judged"]
     arrays = _input_arrays(pipeline, inputs, batch, seed, notes)
     env = pipeline.run_all(arrays)
-    parts = split(source, manifest["cuts"], custom_objects=custom_objects)
+    parts = build_partitions(split(lower(source, custom_objects), at=manifest["cuts"]))
     diffs, seen = [], set()
     for index, (part, keras_part) in enumerate(zip(manifest["partitions"], parts)):
         feed = [_decode(io, env[io["name"]]) for io in part["inputs"]]

@@ -1,4 +1,4 @@
-"""What the serving stack costs per request, measured, for the planner (:class:`~kgraft.passes.plan.Overhead`).
+"""What the serving stack costs per request, measured, for the planner (:class:`~kgraft.analysis.placement.Overhead`).
 
 The planner's link model (rtt + bytes / bandwidth) leaves out what the software adds: the client
 encoding the request, HTTP, KServe decoding it and encoding the answer. :func:`measure_overhead`
@@ -22,7 +22,7 @@ import tempfile
 
 import numpy as np
 
-from ...passes.plan import Overhead
+from ...analysis.placement import Overhead
 
 __all__ = ["measure_overhead", "probe_export"]
 

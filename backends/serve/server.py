@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from ...ir import KgraftError
-from ..onnx.runtime import read_manifest, session_options
+from ..onnx.runtime import SessionChain, read_manifest, session_options
 from .chain import chain_io, chain_name, part_name
 from .runner import SERVER_NS
 
@@ -210,12 +210,11 @@ def _chain_model_class(kserve):
     from kserve.protocol.infer_type import InferOutput, InferResponse
 
     class OnnxChain(kserve.Model):
-        """Partitions run in order in ONNX Runtime, fed by tensor name (like ``OnnxPipeline``)."""
+        """Partitions run in order in ONNX Runtime (a :class:`SessionChain`, as ``OnnxPipeline`` runs them)."""
 
         def __init__(self, name: str, sessions: list, inputs: list[dict], outputs: list[dict]):
             super().__init__(name)
-            self.sessions = [(s, [i.name for i in s.get_inputs()], [o.name for o in s.get_outputs()])
-                             for s in sessions]
+            self.chain = SessionChain(sessions)
             self.inputs, self.outputs = inputs, outputs
             self.ready = True
 
@@ -227,9 +226,7 @@ def _chain_model_class(kserve):
 
         def predict(self, payload, headers=None, response_headers=None):
             started = time.perf_counter_ns()
-            env = self._feeds(payload)
-            for session, feeds, fetches in self.sessions:
-                env.update(zip(fetches, session.run(fetches, {f: env[f] for f in feeds})))
+            env = self.chain.run(self._feeds(payload), [io["name"] for io in self.outputs])
             outputs = []
             for io in self.outputs:
                 output = InferOutput(io["name"], list(env[io["name"]].shape), _v2_type(io)["datatype"])

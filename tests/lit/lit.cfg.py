@@ -3,7 +3,8 @@
 Run:  lit -v tests/lit          (or: pytest tests/test_lit.py)
 
 * ``lower/*.py``   Python scripts that lower Keras models / configs and print the IR.
-* ``ir/**.kgir``   textual IR run through ``kgraft opt``; ``ir/errors`` holds parse errors.
+* ``ir/**.kgir``   textual IR run through ``kgraft opt``; ``ir/parse-errors.kgir`` holds the parse
+                   errors, one per ``// -----`` chunk (``kgraft opt --split-input-file``, as mlir-opt).
 * ``passes/``      one pass (or pipeline) per file; ``Inputs/`` dirs hold files tests read.
 * ``pipeline/``    pass-pipeline errors; ``verify/`` verifier errors on textual input.
 

@@ -1,11 +1,12 @@
 # Lowering a Keras 3 config dict (inbound_nodes as {"args", "kwargs"} trees of
-# __keras_tensor__ leaves) with kgraft.ir.lower_config, no TensorFlow: dtype policies, argument
+# __keras_tensor__ leaves) with kgraft.frontend.lower_config, no TensorFlow: dtype policies, argument
 # trees (lists, dicts, constants), keyword arguments, and types taken from recorded tensors.
 # RUN: %python %s | filecheck %s
 
 import sys
 
-from kgraft.ir import lower_config, parse, verify
+from kgraft.frontend import lower_config
+from kgraft.ir import parse, verify
 
 
 def tensor(layer, node, index, shape, dtype="float32"):

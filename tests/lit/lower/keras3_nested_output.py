@@ -4,7 +4,8 @@
 # shift the former (this once failed with "output 'inner#2' of 'outer' is not defined").
 # RUN: %python %s | filecheck %s
 
-from kgraft.ir import lower_config, verify
+from kgraft.frontend import lower_config
+from kgraft.ir import verify
 
 
 def tensor(layer, node, index, shape):

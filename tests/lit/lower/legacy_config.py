@@ -1,11 +1,12 @@
 # Lowering a legacy tf.keras 2.x config (inbound_nodes as [[layer, node, tensor, kwargs], ...])
-# with kgraft.ir.lower_config: pure Python, no TensorFlow. The legacy format records no tensor
+# with kgraft.frontend.lower_config: pure Python, no TensorFlow. The legacy format records no tensor
 # shapes, so only the inputs have known types.
 # RUN: %python %s | filecheck %s
 
 import sys
 
-from kgraft.ir import lower_config, parse, verify
+from kgraft.frontend import lower_config
+from kgraft.ir import parse, verify
 
 
 def dense(name, units, activation, inbound):

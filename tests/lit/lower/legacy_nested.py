@@ -5,7 +5,8 @@
 # Lowering must shift these (this once failed with "uses 'head#1', which the config does not define").
 # RUN: %python %s | filecheck %s
 
-from kgraft.ir import lower_config, verify
+from kgraft.frontend import lower_config
+from kgraft.ir import verify
 
 
 def dense(name, units, inbound=None):

@@ -17,8 +17,7 @@ the v2 JSON header); ``kgraft.backends.serve.overhead.measure_overhead`` measure
 ``kgraft serve`` on loopback. Without it the planner underestimates every placement that sends.
 
 ``t(v)`` is the time of call site ``v`` on *this* machine: a measured profile when given,
-else its FLOPs (:mod:`.costs`) divided by this machine's throughput (``flops_per_s``, which
-``kgraft.plan`` calibrates with ONNX Runtime). "All on edge" and "all on server" (the inputs
+else its FLOPs (:mod:`.costs`) divided by an assumed throughput (``flops_per_s``). "All on edge" and "all on server" (the inputs
 cross) are candidates too.
 
 Over a general DAG the best cut need not be a single tensor: :func:`min_cut_plan` finds the
@@ -45,15 +44,12 @@ import networkx as nx
 
 from ..ir import Graph, KgraftError, ValueRef
 from .costs import graph_costs
-from .cuts import split_points as split_point_values
-from .infra import run
-from .prune_unreachable import prune
-from .split import cut_sides
+from .cuts import cut_sides, require_flat, split_point_values
 
 __all__ = ["PlanRow", "CostModel", "Overhead", "parse_bandwidth", "rank_placements", "min_cut_plan", "DEFAULT_FLOPS_PER_S"]
 
 DEFAULT_FLOPS_PER_S = 50e9
-"""A nominal CPU throughput, used only when neither a profile nor a calibration is given."""
+"""A nominal CPU throughput, used only when no measured profile is given."""
 
 _UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _BANDWIDTH = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([kmgt]?)(bps|bit/s|b/s|bits/s|B/s|Bps)?\s*$",
@@ -199,11 +195,12 @@ def min_cut_plan(graph: Graph, model: CostModel, seconds: dict[str, float]) -> s
     return {n for n in edge_side if n in graph.nx}
 
 
-def rank_placements(graph: Graph, bandwidth_bps: float, edge_slowdown: float = 1.0, server_slowdown: float = 1.0,
+def rank_placements(flat: Graph, bandwidth_bps: float, edge_slowdown: float = 1.0, server_slowdown: float = 1.0,
                rtt_s: float = 0.0, flops_per_s: float = DEFAULT_FLOPS_PER_S,
                profile: dict[str, float] | None = None, compress: str | None = None,
                overhead: Overhead | None = None, results_to_edge: bool = True) -> list[PlanRow]:
-    """Every candidate (all on edge, all on server, each split point, the min-cut), best first.
+    """Every candidate (all on edge, all on server, each split point, the min-cut), best first,
+    for a flat and pruned graph (:func:`kgraft.passes.rank_placements` inlines and prunes any graph).
 
     ``profile`` maps call-site ids of the flat graph to seconds on this machine (measured);
     without it, FLOPs / ``flops_per_s`` estimate them. ``compress`` ("fp16"/"int8") counts the
@@ -213,7 +210,7 @@ def rank_placements(graph: Graph, bandwidth_bps: float, edge_slowdown: float = 1
     if compress not in (None, *_COMPRESSED_BYTES):
         raise KgraftError(f"plan: unknown compress={compress!r}; use 'fp16', 'int8' or None")
     if overhead is not None and not isinstance(overhead, Overhead):
-        raise KgraftError(f"plan: overhead must be a kgraft.passes.plan.Overhead (measure one with "
+        raise KgraftError(f"plan: overhead must be a kgraft.analysis.placement.Overhead (measure one with "
                           f"kgraft.backends.serve.overhead.measure_overhead()), got {type(overhead).__name__}")
     model = CostModel(parse_bandwidth(bandwidth_bps), edge_slowdown, server_slowdown, rtt_s, flops_per_s, compress,
                       overhead or Overhead(), bool(results_to_edge))
@@ -223,7 +220,7 @@ def rank_placements(graph: Graph, bandwidth_bps: float, edge_slowdown: float = 1
             raise KgraftError(f"plan: {what} must be positive, got {value!r}")
     if rtt_s < 0:
         raise KgraftError(f"plan: rtt_s must not be negative, got {rtt_s!r}")
-    flat = prune(run(graph, "inline-nested"), keep_inputs=True)
+    require_flat(flat, "rank_placements")
     seconds = _node_seconds(flat, model, profile)
     every = set(flat.nx)
     rows = {(): _row(flat, model, seconds, "all on edge", "all on edge", every, [])}

@@ -1,4 +1,4 @@
-"""Numeric checks behind ``--verify``: do the built results compute what the source model does?
+"""Comparing built results with their source, per output (the CLI's ``--verify`` and ``kgraft demo``).
 
 The results (one model, or the partitions of a split, chained in order: each one's outputs
 are the next one's inputs) are run on probe inputs (:func:`kgraft.numerics.probe_inputs`) and
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir import Graph, KgraftError, RefError, ValueRef
-from ..ir.refs import resolve
-from ..numerics import max_abs_diff, probe_inputs
+from .ir import Graph, KgraftError, RefError, ValueRef
+from .ir.refs import resolve
+from .numerics import max_abs_diff, probe_inputs
 
 __all__ = ["Check", "check_results"]
 
@@ -72,8 +72,8 @@ def _counterpart(graph: Graph, flat: Graph, name: str) -> str | None:
 
 def check_results(graph: Graph, results: list[Graph], models: list, what: str, atol: float = ATOL) -> Check:
     """Chain ``models`` (built from ``results``) and compare with the source of ``graph``."""
-    from ..backends.keras import build
-    from ..passes import extract, inline_nested
+    from .backends.keras import build
+    from .passes import extract, inline_nested
 
     source = graph.meta["source"]
     flat = inline_nested(graph)

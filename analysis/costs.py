@@ -20,10 +20,7 @@ from typing import Callable
 
 from ..ir import INPUT_CLASS, Graph, Node, TensorType, ValueRef
 from ..ir.refs import resolve_many
-from .cuts import split_points as split_point_values
-from .infra import run
-from .prune_unreachable import prune
-from .split import cut_sides, normalize_cuts
+from .cuts import cut_sides, normalize_cuts, require_flat, split_point_values
 
 __all__ = ["TensorCost", "CutCost", "GraphCosts", "graph_costs", "cut_costs", "layer_params", "node_flops"]
 
@@ -265,13 +262,13 @@ def tensor_cost(graph: Graph, value: ValueRef) -> TensorCost:
     return TensorCost(graph.value_name(value), ttype.shape, ttype.dtype, ttype.bytes_per_sample)
 
 
-def cut_costs(graph: Graph, cuts=None) -> list[CutCost]:
+def cut_costs(flat: Graph, cuts=None) -> list[CutCost]:
     """The cost of every split point (``cuts=None``) or of each given cut (a ref or a list of refs).
 
-    Nested models are inlined first (refs are those of the flat graph, as ``split_points``
-    names them); dead code is pruned. A bad cut raises :class:`~kgraft.CutError` as ``split`` would.
+    ``flat`` is flat and pruned (:func:`kgraft.passes.cut_costs` inlines and prunes any graph
+    first). A bad cut raises :class:`~kgraft.CutError` as ``split`` would.
     """
-    flat = prune(run(graph, "inline-nested"), keep_inputs=True)
+    require_flat(flat, "cut_costs")
     if cuts is None:
         values = [[v] for v in split_point_values(flat)]
     else:

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from ..ir import INPUT_CLASS, Graph
 from ..ir.refs import resolve
-from .extract import inline_if_needed
 
 __all__ = ["downstream"]
 
 
 def downstream(graph: Graph, ref: str) -> list[str]:
-    """Names of the layers that depend on ``ref``, in topological order (``ref``'s own excluded)."""
-    graph = inline_if_needed(graph, [ref])
+    """Names of the layers that depend on ``ref``, in topological order (``ref``'s own excluded).
+
+    ``ref`` resolves in ``graph`` as it is (:func:`kgraft.passes.downstream` inlines nested models
+    first where ``ref`` points inside one).
+    """
     value = resolve(graph, ref)
     reached = graph.reach(user for user, out, _ in graph.uses(value.node) if out == value.index)
     names: dict[str, None] = {}

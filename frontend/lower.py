@@ -13,12 +13,12 @@ from typing import Any
 
 import networkx as nx
 
-from .errors import KgraftError, UnsupportedModelError
-from .graph import INPUT_CLASS, Graph, Layer, Node, ValueRef
-from .nogc import gc_paused
-from .types import UNKNOWN, TensorType
+from ..ir.errors import KgraftError, UnsupportedModelError
+from ..ir.graph import INPUT_CLASS, Graph, Layer, Node, ValueRef
+from ..ir.nogc import gc_paused
+from ..ir.types import UNKNOWN, TensorType, compute_dtype
 
-__all__ = ["lower_config", "is_model_spec", "compute_dtype", "MODEL_CLASSES"]
+__all__ = ["lower_config", "is_model_spec", "MODEL_CLASSES"]
 
 MODEL_CLASSES = frozenset({"Functional", "Model", "Sequential"})
 _MODEL_KEYS = ("layers", "input_layers", "output_layers", "build_input_shape")
@@ -59,8 +59,8 @@ def _check_entry(entry: Any) -> None:
     if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str) or not entry["class_name"]:
         raise KgraftError(f"corrupt model config: layer entry {str(entry)[:80]!r} has no class_name")
     found = {k: entry[k] for k in ("module", "registered_name") if not isinstance(entry.get(k), (str, type(None)))}
-    if not isinstance(entry.get("config", {}), dict):
-        found["config"] = entry["config"]
+    if not isinstance(entry.get("config"), dict):  # Keras refuses an entry without one too
+        found["config"] = entry.get("config")
     for key in ("build_config", "compile_config"):  # Keras builds / compiles from a true one
         if entry.get(key) and not isinstance(entry[key], dict):
             found[key] = entry[key]
@@ -79,17 +79,6 @@ def is_model_spec(entry: dict) -> bool:
     return isinstance(cfg, dict) and isinstance(cfg.get("layers"), list) and (
         entry.get("class_name") in MODEL_CLASSES or "input_layers" in cfg
     )
-
-
-def compute_dtype(spec: dict) -> str | None:
-    """The dtype a layer computes in, from its dtype policy (``mixed_float16`` -> ``float16``)."""
-    dtype = spec.get("config", {}).get("dtype")
-    if isinstance(dtype, dict):
-        policy = dtype.get("config")
-        dtype = policy.get("name") if isinstance(policy, dict) else None
-    if isinstance(dtype, str) and dtype.startswith("mixed_"):
-        return dtype[len("mixed_"):]
-    return dtype if isinstance(dtype, str) else None
 
 
 def _layer_name(entry: dict, functional: bool = False) -> str:

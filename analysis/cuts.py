@@ -1,11 +1,13 @@
 """Analyses behind extract and split: what a cut needs, where single-tensor cuts are valid,
-and, when a cut is bad, which path bypasses it.
+what crosses a cut, and, when a cut is bad, which path bypasses it.
 
 * :func:`needed_nodes` walks back from target values and stops at the given cut values.
-* :func:`split_points` are the values that dominate every output: the dominators of a virtual
+* :func:`split_point_values` are the values that dominate every output: the dominators of a virtual
   sink after all outputs, from a virtual source over all inputs, found in one linear sweep.
 * :func:`bypass_message` explains a bad cut as a path that goes around it, plus the nearest
   valid split points before and after (the message a user needs to fix the cut).
+* :func:`cut_sides` are the call sites before a cut and the values crossing it (pass-through
+  skip tensors and early outputs included), as ``split`` realises it and the cost model counts it.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from typing import Iterable
 
 import networkx as nx
 
-from ..ir import CutError, Graph, Node, ValueRef
-from .prune_unreachable import live_nodes
+from ..ir import CutError, Graph, KgraftError, Node, ValueRef
 
-__all__ = ["needed_nodes", "split_points", "bypass_message", "describe_node", "outputs_after", "require_separator"]
+__all__ = ["live_nodes", "needed_nodes", "split_point_values", "split_points", "bypass_message", "describe_node", "outputs_after",
+           "require_separator", "normalize_cuts", "cut_sides", "require_flat"]
 
 def needed_nodes(graph: Graph, targets: Iterable[ValueRef], cut: set[ValueRef]) -> tuple[set[str], list[str]]:
     """Call sites needed to compute ``targets`` from ``cut``; and model inputs reached around it."""
@@ -37,7 +39,7 @@ def needed_nodes(graph: Graph, targets: Iterable[ValueRef], cut: set[ValueRef]) 
     return needed, reached
 
 
-def split_points(graph: Graph) -> list[ValueRef]:
+def split_point_values(graph: Graph) -> list[ValueRef]:
     """Values through which every input-to-output path passes, in topological order.
 
     Model inputs and outputs are excluded, as are call sites with several used outputs
@@ -92,7 +94,7 @@ def _without_cut(graph: Graph, cut: set[ValueRef]) -> nx.MultiDiGraph:
 def bypass_message(graph: Graph, cut: list[ValueRef], what: str) -> str:
     """'<what>: the path a -> b -> c bypasses it. Nearest split points: p (before), q (after).'"""
     cut_set = set(cut)
-    points = split_points(graph)
+    points = split_point_values(graph)
     cut_nodes = {v.node for v in cut}
     ancestors = graph.reach((ref.node for n in cut_nodes for _, ref in graph.node(n).operands()), forward=False)
     descendants = graph.reach(user for n in cut_nodes for user in graph.users(n))
@@ -136,3 +138,67 @@ def require_separator(graph: Graph, cut: list[ValueRef], what: str,
     if reached:
         raise CutError(bypass_message(graph, cut, what))
     return needed
+
+
+def split_points(graph: Graph) -> list[str]:
+    """Refs of every single-tensor split point of ``graph`` as it is, in topological order
+    (:func:`kgraft.passes.split_points` inlines nested models first)."""
+    return [graph.value_name(v) for v in split_point_values(graph)]
+
+
+def live_nodes(graph: Graph) -> set[str]:
+    """Call sites that some model output depends on (the outputs' producers included)."""
+    return graph.reach((ref.node for ref in graph.outputs), forward=False)
+
+
+def normalize_cuts(at) -> list[list[str]]:
+    """``"a"`` -> ``[["a"]]``; ``["a", ["b", "c"]]`` -> ``[["a"], ["b", "c"]]``."""
+    if isinstance(at, str):
+        return [[at]]
+    cuts = [[c] if isinstance(c, str) else list(c) for c in at]
+    if not cuts or any(not c for c in cuts):
+        raise CutError(f"split: no cut given in at={at!r}; give a ref, e.g. at='conv4_block6_out'")
+    return cuts
+
+
+def _crossing(graph: Graph, upstream: set[str], downstream: set[str], cut: list[ValueRef]) -> list[ValueRef]:
+    """What must cross from ``upstream`` to ``downstream``: the cut first, then the rest in order."""
+    crossing = list(dict.fromkeys(cut))
+    seen = set(crossing)
+    for node_id in graph.topological_ids():
+        if node_id not in upstream:
+            continue
+        for user, out, _ in sorted(graph.uses(node_id), key=lambda use: use[1]):
+            value = ValueRef(node_id, out)
+            if user in downstream and value not in seen:
+                seen.add(value)
+                crossing.append(value)
+    for value in graph.outputs:
+        if value.node in upstream and value not in seen:
+            seen.add(value)
+            crossing.append(value)
+    return crossing
+
+
+def cut_sides(graph: Graph, cut: list[ValueRef], label: str) -> tuple[set[str], list[ValueRef]]:
+    """The call sites computed before ``cut`` (of a pruned ``graph``), and the values crossing it.
+
+    Raises :class:`CutError` when ``cut`` does not separate the inputs from the outputs after it.
+    """
+    what = (f"split: {label!r} is not a split point" if len(cut) == 1 else
+            f"split: the cut {{{label}}} does not separate the model's inputs from its outputs")
+    downstream = require_separator(graph, cut, what, targets=outputs_after(graph, cut))
+    # what the upstream side needs runs there, also where it reads only cut values (a mask derived
+    # from an input that both sides use): its outputs then cross like any other
+    upstream = graph.reach(set(graph.topological_ids()) - downstream, forward=False)
+    downstream -= upstream
+    return upstream, _crossing(graph, upstream, downstream, cut)
+
+
+def require_flat(graph: Graph, what: str) -> None:
+    """Analyses that count per layer read a flat graph: a nested model is one layer to them."""
+    nested = [name for name, layer in graph.layers.items() if layer.body is not None]
+    if nested:
+        raise KgraftError(f"{what} reads a flat graph, but {', '.join(map(repr, nested))} "
+                          f"{'is a nested model' if len(nested) == 1 else 'are nested models'}; inline it first "
+                          f"(kgraft.passes.inline_nested), or call kgraft.passes.{what}, which does")
