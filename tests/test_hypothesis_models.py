@@ -56,6 +56,7 @@ from kgraft.ir import Graph, ValueRef
 from kgraft.ir import mask_layers
 from kgraft.ir.refs import resolve
 from kgraft.passes.extract import inline_if_needed
+from support.models import iter_layers
 
 WIDTHS = (4, 6)
 ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
@@ -375,14 +376,6 @@ def make_model(spec: Spec) -> keras.Model:
             low = 0.5 if "variance" in v.path or "gamma" in v.path else -0.5
             v.assign(rng.uniform(low, low + 1.0, value.shape).astype(value.dtype))
     return model
-
-
-def iter_layers(model):
-    """Every layer of ``model``, nested models' layers included."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from iter_layers(layer)
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import kgraft
+from support.models import iter_layers
 
 keras = pytest.importorskip("keras")
 L = keras.layers
@@ -34,17 +35,10 @@ def _with_stats(model, enliven):
     it still depends on its input (spread 0.76) and folding differs by 2.5e-6, so a comparison at
     1e-4 tests the surgery, not the chaos (0.5 made the output vanish)."""
     enliven(model)
-    for layer in _all_layers(model):
+    for layer in iter_layers(model):
         if isinstance(layer, L.BatchNormalization):
             layer.gamma.assign(layer.gamma.numpy() * 0.8)
     return model
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def _nested_vgg():
