@@ -136,25 +136,10 @@ class _Check:
     def run(self, models: list, inputs: list[str] | None, outputs: list[str | None] | None) -> None:
         in_refs = None if inputs is None else list(dict.fromkeys(self._resolve(r, "input") for r in inputs))
         out_refs = None if outputs is None else [None if r is None else self._resolve(r, "output") for r in outputs]
-        try:
-            if in_refs is None and out_refs is None:
-                feeds, expected = self.x, _call(self.source, self.x)
-            else:
-                in_refs = in_refs if in_refs is not None else self.flat.input_refs()
-                out_refs = out_refs if out_refs is not None else list(self.flat.outputs)
-                wanted = [r for r in out_refs if r is not None]
-                # a result takes an input that carries a Keras mask with the mask right after it
-                masked = [r for r in in_refs if r.node not in self.flat.inputs
-                          and mask_layers.carried(self.flat, r) is not None]
-                values = self.source_values(in_refs + wanted, masked)
-                mask_of = dict(zip(masked, values[len(in_refs) + len(wanted):]))
-                feeds = [a for r, v in zip(in_refs, values) for a in ([v, mask_of[r]] if r in mask_of else [v])]
-                found = iter(values[len(in_refs):len(in_refs) + len(wanted)])
-                expected = [None if r is None else next(found) for r in out_refs]
-        except Exception as e:  # probes outside an input's domain (labels a CTC loss reads, ...)
-            if isinstance(e, KgraftError) and not hasattr(e, "layer"):  # the interpreter names the layer
-                raise
-            self._source_fails(e)
+        if in_refs is not None or out_refs is not None:
+            in_refs = in_refs if in_refs is not None else self.flat.input_refs()
+            out_refs = out_refs if out_refs is not None else list(self.flat.outputs)
+        feeds, expected = self._reference(in_refs, out_refs)
         try:
             got = self.chain(models, feeds)
         except Exception as e:  # a result that cannot run where the source runs
@@ -166,7 +151,43 @@ class _Check:
         diffs = [_compare(n, g, e, self.rtol) for n, g, e in zip(names, got, expected) if e is not None]
         bad = [d for d in diffs if not d.ok]
         if bad:
+            if all(d.finite for d in bad):  # a NaN source is reported as such by _fail
+                self._require_deterministic_source(in_refs, out_refs, expected, names)
             self._fail(bad, models, feeds)
+
+    def _reference(self, in_refs, out_refs) -> tuple[list, list]:
+        """What the result is fed and what it must return: the source's own inputs and outputs,
+        or (for a sub-model) the source's values at ``in_refs`` and ``out_refs``."""
+        try:
+            if in_refs is None and out_refs is None:
+                return self.x, _call(self.source, self.x)
+            wanted = [r for r in out_refs if r is not None]
+            # a result takes an input that carries a Keras mask with the mask right after it
+            masked = [r for r in in_refs if r.node not in self.flat.inputs
+                      and mask_layers.carried(self.flat, r) is not None]
+            values = self.source_values(in_refs + wanted, masked)
+            mask_of = dict(zip(masked, values[len(in_refs) + len(wanted):]))
+            feeds = [a for r, v in zip(in_refs, values) for a in ([v, mask_of[r]] if r in mask_of else [v])]
+            found = iter(values[len(in_refs):len(in_refs) + len(wanted)])
+            return feeds, [None if r is None else next(found) for r in out_refs]
+        except Exception as e:  # probes outside an input's domain (labels a CTC loss reads, ...)
+            if isinstance(e, KgraftError) and not hasattr(e, "layer"):  # the interpreter names the layer
+                raise
+            self._source_fails(e)
+
+    def _require_deterministic_source(self, in_refs, out_refs, expected: list, names: list[str]) -> None:
+        """A source that computes something else on a second call with the same input in inference
+        mode (a tf.keras 2 ``Dropout()(x, training=True)``: Monte Carlo dropout) cannot be compared
+        with anything: say so, rather than blame the result."""
+        _, again = self._reference(in_refs, out_refs)
+        moved = [n for n, e, a in zip(names, expected, again) if e is not None and not _compare(n, a, e, self.rtol).ok]
+        if moved:
+            raise EquivalenceError(
+                f"{self.what}: cannot check the result: the source model itself computes different "
+                f"{', '.join(map(repr, moved))} on two calls with the same probe inputs in inference mode (a "
+                "layer that stays random there, e.g. a Dropout or GaussianNoise called with training=True, "
+                "Monte Carlo dropout). Pass check=False, and compare the result with the source with "
+                "their random generators seeded alike.")
 
     def chain(self, models: list, feeds: list) -> list[np.ndarray]:
         """Each model's outputs, as numpy arrays, are the next one's inputs."""

@@ -495,6 +495,15 @@ def test_mc_dropout_of_tf_keras_2_stays_active(tk, training):
         assert_dropped(b_mc @ kernel + bias, mc, f"{what}: mc, training={training}")
 
 
+def test_check_says_the_source_is_random_not_the_result(tk):
+    """The check cannot compare a source that stays random in inference mode: it says so, naming
+    the outputs that moved between two calls of the source, instead of blaming kgraft."""
+    with pytest.raises(kgraft.EquivalenceError, match=r"the source model itself computes different .*'mc'.* "
+                                                      r"on two calls with the same probe inputs") as info:
+        kgraft.flatten(mc_dropout(tk))
+    assert "kgraft bug" not in str(info.value)
+
+
 def test_interpreter_follows_the_rule_of_the_graph(tk):
     """The interpreter (the equivalence check's) runs a result as it runs: recorded training wins."""
     from kgraft.backends.keras.interpret import Interpreter
