@@ -28,7 +28,7 @@ from ...ir import (INPUT_CLASS, Graph, KgraftError, Layer, TensorType, ValueRef,
 from ...ir.graph import nested_call_inputs
 from .classes import check_classes, classes_from_handles, iter_layers
 from .arguments import call_arguments
-from .internals import SafeModeScope, deferred_initialization, deserialize_layer
+from .internals import SafeModeScope, deferral_refused, deferred_initialization, deserialize_layer
 from .legacy import RecordedTrainingModel
 from .masks import MASK_CLASSES
 from .state import copy_state
@@ -49,8 +49,10 @@ def build(graph: Graph, *, weights: bool = True):
     try:  # see deferred_initialization: no copied variable pays for initial values it never keeps
         with deferred_initialization():
             return _build(graph, custom, weights)
-    except Exception:  # a layer Keras cannot build with initialization deferred (see _build)
-        return _build(graph, custom, weights)
+    except Exception as e:
+        if not deferral_refused(e):  # any other failure would only fail again
+            raise
+        return _build(graph, custom, weights)  # a layer that makes a variable from a tensor
 
 
 def _build(graph: Graph, custom: dict, weights: bool):

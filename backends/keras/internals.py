@@ -26,7 +26,7 @@ from keras.src.saving.serialization_lib import SafeModeScope, deserialize_keras_
 
 __all__ = ["Functional", "SafeModeScope", "deserialize_keras_object", "deserialize_layer", "graph_config",
            "is_graph_model", "sublayers", "call_nodes", "unserializable_layer", "set_keras_mask",
-           "unpack_singleton", "deferred_initialization"]
+           "unpack_singleton", "deferred_initialization", "deferral_refused"]
 
 
 def is_graph_model(obj) -> bool:
@@ -180,3 +180,15 @@ def deferred_initialization():
             scope.updated[key].assign(value)
     finally:
         del pending[start:]  # also where the body failed: its variables belong to discarded layers
+
+
+def deferral_refused(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is Keras refusing a variable made from a tensor while
+    initialization is deferred: the one failure that building again without deferring cures."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ValueError) and "while in a stateless scope" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
