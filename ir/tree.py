@@ -57,32 +57,10 @@ class FrozenDict(dict):
 _ATOMS = frozenset({str, int, float, bool, type(None), ValueRef})  # leaves that are frozen already
 
 
-def freeze(tree: Any) -> Any:
-    """``tree`` with every list (and tuple) a tuple and every dict a :class:`FrozenDict`."""
-    kind = type(tree)
-    if kind is tuple or kind is list:
-        atoms = _ATOMS
-        for item in tree:
-            if type(item) not in atoms:
-                return tuple([item if type(item) in atoms else freeze(item) for item in tree])
-        return tree if kind is tuple else tuple(tree)
-    if kind is FrozenDict:
-        return tree if all(type(v) in _ATOMS for v in tree.values()) else FrozenDict(
-            {k: freeze(v) for k, v in tree.items()})
-    if isinstance(tree, dict):
-        atoms = _ATOMS
-        for v in tree.values():
-            if type(v) not in atoms:
-                return FrozenDict({k: v if type(v) in atoms else freeze(v) for k, v in tree.items()})
-        return FrozenDict(tree)
-    if isinstance(tree, (list, tuple)):
-        return tuple(freeze(item) for item in tree)
-    return tree
-
-
 def freeze_refs(tree: Any, path: tuple, found: list) -> Any:
-    """``freeze(tree)``, appending ``(path, ref)`` to ``found`` for every ValueRef leaf as
-    :func:`iter_refs` lists them: one walk for what a new node needs."""
+    """``tree`` frozen (lists and tuples as tuples, dicts as :class:`FrozenDict` s), appending
+    ``(path, ref)`` to ``found`` for every ValueRef leaf as :func:`iter_refs` lists them: one walk
+    for what a new node needs."""
     kind = type(tree)
     if kind is ValueRef:
         found.append((path, tree))
@@ -105,6 +83,11 @@ def freeze_refs(tree: Any, path: tuple, found: list) -> Any:
         else:
             add(item)
     return tuple(out) if add is not None else FrozenDict(out)
+
+
+def freeze(tree: Any) -> Any:
+    """``tree`` with every list (and tuple) a tuple and every dict a :class:`FrozenDict`."""
+    return freeze_refs(tree, (), [])
 
 
 def thaw(tree: Any) -> Any:
