@@ -121,7 +121,7 @@ def export(model, out_dir, at=None, opset=None, *, custom_objects: dict | None =
 
     protos, state, reason = None, "off", None
     nchw = rank4 if cut_layout == "nchw" else set()
-    masked = _masked_cut(plan)
+    masked = _masked_cut(graph, wires)
     if strategy == "joint" and masked:
         reason = masked
         warnings.warn(f"export_onnx: {reason}; converting each of the {len(wires)} partitions on its own, "
@@ -376,20 +376,20 @@ def _wires(plan) -> list[tuple[list[Wire], list[Wire]]]:
             for i in range(last + 1)]
 
 
-def _masked_cut(plan) -> str | None:
+def _masked_cut(graph: Graph, wires) -> str | None:
     """Why the one conversion cannot serve this split when a Keras mask crosses one of its cuts
     (it computes the mask from tensors before the cut), else None."""
-    graph = plan.graph
-    for i, boundary in enumerate(plan.boundaries[1:-1], start=1):
-        for v in boundary:
-            if v.node not in graph.inputs and mask_layers.carried(graph, v) is not None:
+    for i, (ins, _) in enumerate(wires[1:], start=1):
+        for w in ins:
+            if w.mask:
+                v = w.value
                 return (f"cut {i} passes {graph.value_name(v)!r}, which carries a Keras mask (made by "
                         f"{graph.layer_of(v.node).class_name} {graph.node(v.node).layer!r} or before it)")
     return None
 
 
 def _manifest(source, plan, wires, protos, opset: int, at, nchw: set[str]) -> dict:
-    from ...passes.split import normalize_cuts
+    from ...analysis.cuts import normalize_cuts
 
     graph = plan.graph
     producer = {}
