@@ -15,13 +15,18 @@ import click
 
 from ..ir import KgraftError, PipelineError
 
-__all__ = ["main", "UsageError"]
+__all__ = ["main", "UsageError", "print_error"]
 
 UsageError = click.UsageError
 
 
-def _fail(message: str, code: int, hint: str | None = None) -> None:
+def print_error(message: str) -> None:
+    """One error as every command reports it (also one that does not end the command)."""
     click.echo(f"kgraft: error: {message}", err=True)
+
+
+def _fail(message: str, code: int, hint: str | None = None) -> None:
+    print_error(message)
     if hint:
         click.echo(f"  hint: {hint}", err=True)
     sys.exit(code)

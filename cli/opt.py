@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..ir import KgraftError, VerificationError, partitions_of, verify
-from .app import UsageError, main
+from .app import UsageError, main, print_error
 from .options import check_output, force_option, model_options
 from .ui import get_ui, ui_options
 
@@ -105,8 +105,8 @@ def _opt_chunks(path: str, passes, print_ir_after_all: bool) -> None:
 
     with open(path) as f:
         lines = f.read().split("\n")
-    starts = [0] + [i + 1 for i, line in enumerate(lines) if line.strip() == SEPARATOR]
-    ends = [i for i, line in enumerate(lines) if line.strip() == SEPARATOR] + [len(lines)]
+    separators = [i for i, line in enumerate(lines) if line.strip() == SEPARATOR]
+    starts, ends = [0] + [i + 1 for i in separators], separators + [len(lines)]
     failed = 0
     for k, (start, end) in enumerate(zip(starts, ends)):
         if k:
@@ -118,6 +118,6 @@ def _opt_chunks(path: str, passes, print_ir_after_all: bool) -> None:
                 click.echo(str(result), nl=False)
         except KgraftError as e:
             failed += 1
-            click.echo(f"kgraft: error: {e}", err=True)
+            print_error(str(e))
     if failed:
         raise KgraftError(f"{failed} of {len(starts)} chunks of {path!r} failed (errors above)")
