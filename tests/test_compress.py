@@ -16,6 +16,7 @@ pytest.importorskip("onnxruntime")
 import keras  # noqa: E402
 
 import kgraft  # noqa: E402
+from kgraft.backends import onnx as konnx  # noqa: E402
 
 
 def skip_model():
@@ -196,3 +197,38 @@ def test_verify_catches_a_wrong_int8_scale(model, exports, tmp_path):
     (broken / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(OnnxMismatchError, match=r"c2 +part0 .* FAIL"):
         verify(model, broken, inputs=rand((4, 8, 8, 3), 2) * 0.5)
+
+
+def test_int8_before_a_masked_recurrent_layer(tmp_path):
+    """The int8 cut tensor feeds an LSTM's loop (its mask crosses too): ONNX Runtime 1.32 aborted
+    the process opening a consumer whose DequantizeLinear reaches a Loop body's capture through a
+    Transpose, so there the tensor is decoded as (Cast(q) - zero_point) * scale; the file opens
+    with ONNX Runtime's default options (in a child process: an abort would end this one) and the
+    chain, fed padded ids, follows Keras."""
+    import subprocess
+    import sys
+    import warnings
+
+    model = keras.Sequential([keras.Input((None,), dtype="int32"),
+                              keras.layers.Embedding(20, 4, mask_zero=True, name="embedding"),
+                              keras.layers.LSTM(4, name="lstm")], name="seq")
+    ids = np.random.default_rng(2).integers(1, 20, (6, 7)).astype("int32")
+    for k in range(1, 6):
+        ids[k, 7 - k:] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", konnx.ConversionFallbackWarning)
+        manifest = kgraft.export_onnx(model, tmp_path / "q", at="embedding", compress="int8", calibration=ids)
+    tail = tmp_path / "q" / "part1.onnx"
+    ops = [n.op_type for n in onnx.load(tail).graph.node]
+    assert "DequantizeLinear" not in ops and ops[:3] == ["Cast", "Sub", "Mul"]
+    opened = subprocess.run([sys.executable, "-c", "import sys, onnxruntime as ort; "
+                             "ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])", str(tail)],
+                            capture_output=True, text=True)
+    assert opened.returncode == 0, opened.stderr[-2000:]
+    want = np.asarray(model(ids, training=False))
+    got = kgraft.run_onnx(manifest["dir"], ids)[0]
+    exact = kgraft.run_onnx(kgraft.export_onnx(model, tmp_path / "f", at="embedding")["dir"], ids)[0]
+    assert np.max(np.abs(got - want)) <= 3e-2 * float(np.max(np.abs(want)))
+    assert np.max(np.abs(got - exact)) > 1e-7
+    assert manifest["partitions"][1]["inputs"][0]["compression"]["method"] == "int8"
+    assert konnx.verify(model, manifest, inputs=ids).ok

@@ -5,7 +5,10 @@ computes a cut tensor with a ``Cast`` (fp16) or a ``QuantizeLinear`` (int8) and 
 partition that reads it with the inverse (``Cast`` back, ``DequantizeLinear``), so the files
 alone carry the compression and any runtime or server (ONNX Runtime, Triton, KServe) runs them
 unchanged. A partition that only passes such a tensor on (a skip connection over it) forwards
-the compressed bytes as they are.
+the compressed bytes as they are. Where the decoded tensor reaches a Loop/Scan body through
+reshaping ops (a recurrent layer right after the cut), the int8 decoding is written out as
+``(Cast(q) - zero_point) * scale``, the same numbers: ONNX Runtime 1.32 aborts opening a
+DequantizeLinear there (see ``_reaches_a_capture``).
 
 Which tensors: float32 tensors crossing a cut that a partition computes. The model's inputs and
 outputs stay as they are (a model output computed early and passed through is sent in full),
@@ -140,7 +143,7 @@ def _rewrite(proto, part: dict, names: set[str], compress: str, params: dict) ->
             continue  # only passed through: it leaves as it came, not decoded
         inner = name + _DECODED
         _replace_uses(graph, name, inner)
-        decoders.append(_decode(name, inner, compress, params.get(name)))
+        decoders.append(_decode(name, inner, compress, params.get(name), _reaches_a_capture(graph, inner)))
     encoders = []
     for io in part["outputs"]:
         name = io["name"]
@@ -163,13 +166,44 @@ def _rewrite(proto, part: dict, names: set[str], compress: str, params: dict) ->
     onnx.checker.check_model(proto)
 
 
-def _decode(wire: str, inner: str, compress: str, qparams):
+def _decode(wire: str, inner: str, compress: str, qparams, arithmetic: bool = False):
+    """The decoding nodes: a ``Cast`` (fp16), a ``DequantizeLinear`` (int8), or with
+    ``arithmetic`` the same int8 decoding as ``(Cast(q) - zero_point) * scale`` (exactly
+    DequantizeLinear's numbers, in ops no runtime rewrites as quantization)."""
     from onnx import TensorProto, helper
 
+    name = f"kgraft_decode/{wire}"
     if compress == "fp16":
-        return [helper.make_node("Cast", [wire], [inner], to=TensorProto.FLOAT, name=f"kgraft_decode/{wire}")], []
-    scale, zero, tensors = _qparams(wire, qparams)
-    return [helper.make_node("DequantizeLinear", [wire, scale, zero], [inner], name=f"kgraft_decode/{wire}")], tensors
+        return [helper.make_node("Cast", [wire], [inner], to=TensorProto.FLOAT, name=name)], []
+    scale, zero, tensors = _qparams(wire, qparams, zero_dtype=np.float32 if arithmetic else np.int8)
+    if not arithmetic:
+        return [helper.make_node("DequantizeLinear", [wire, scale, zero], [inner], name=name)], tensors
+    steps = [f"{inner}__kgraft_cast", f"{inner}__kgraft_centred"]
+    return [helper.make_node("Cast", [wire], [steps[0]], to=TensorProto.FLOAT, name=f"{name}/cast"),
+            helper.make_node("Sub", [steps[0], zero], [steps[1]], name=f"{name}/sub"),
+            helper.make_node("Mul", [steps[1], scale], [inner], name=f"{name}/mul")], tensors
+
+
+# ONNX Runtime moves a DequantizeLinear forward past these ops (QDQPropagationTransformer)
+_DQ_PROPAGATES_PAST = frozenset({"MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice"})
+
+
+def _reaches_a_capture(graph, name: str) -> bool:
+    """Whether ``name`` flows, through ops ONNX Runtime moves a DequantizeLinear past, into a
+    tensor that a Loop/Scan/If body reads from the outer graph. ONNX Runtime (1.32) aborts the
+    process opening such a file (its QDQ propagation indexes the body's capture as an explicit
+    input: a masked LSTM after an int8 cut), so that tensor is decoded in plain arithmetic."""
+    frontier, seen = [name], set()
+    while frontier:
+        value = frontier.pop()
+        for node in graph.node:
+            if value in node.input and node.op_type in _DQ_PROPAGATES_PAST and node.output[0] not in seen:
+                out = node.output[0]
+                seen.add(out)
+                frontier.append(out)
+                if any(_is_read(body, out) for other in graph.node for body in _bodies(other)):
+                    return True
+    return False
 
 
 def _encode(raw: str, wire: str, compress: str, qparams):
@@ -181,13 +215,13 @@ def _encode(raw: str, wire: str, compress: str, qparams):
     return [helper.make_node("QuantizeLinear", [raw, scale, zero], [wire], name=f"kgraft_encode/{wire}")], tensors
 
 
-def _qparams(prefix: str, qparams):
+def _qparams(prefix: str, qparams, zero_dtype=np.int8):
     from onnx import numpy_helper
 
     scale, zero_point = qparams
     names = (f"{prefix}__kgraft_scale", f"{prefix}__kgraft_zero_point")
     tensors = [numpy_helper.from_array(np.array(scale, dtype=np.float32), names[0]),
-               numpy_helper.from_array(np.array(zero_point, dtype=np.int8), names[1])]
+               numpy_helper.from_array(np.array(zero_point, dtype=zero_dtype), names[1])]
     return names[0], names[1], tensors
 
 
