@@ -359,6 +359,22 @@ def test_emulated_link_carries_at_its_bandwidth_and_delay(skipnet, tail_server):
     assert expected * 0.9 < took - base < expected * 1.3, (took, base, expected)
 
 
+def test_emulated_link_closes_quietly_with_a_connection_open(caplog):
+    """Closing the link while a connection is still open (a benchmark's runner ends) prints
+    nothing: asyncio 3.11 reported the cancelled connection handler as an unhandled error."""
+    from kgraft.backends.serve.link import EmulatedLink
+
+    with socket.create_server(("127.0.0.1", 0)) as target:
+        link = EmulatedLink(target.getsockname()[1], bandwidth_bps=1e6, rtt_s=0.01)
+        with socket.create_connection(("127.0.0.1", link.port)) as client:
+            client.sendall(b"x" * 100)
+            peer, _ = target.accept()
+            time.sleep(0.2)
+            link.close()
+            peer.close()
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
 def _timed(runner, x) -> float:
     started = time.perf_counter()
     runner(x)

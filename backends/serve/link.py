@@ -45,10 +45,14 @@ class EmulatedLink:
         self.close()
 
     async def _client(self, reader, writer):
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        self._writers += [writer, up_writer]
-        await asyncio.gather(self._pipe(reader, up_writer, "bytes_up"), self._pipe(up_reader, writer, "bytes_down"),
-                             return_exceptions=True)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+            self._writers += [writer, up_writer]
+            await asyncio.gather(self._pipe(reader, up_writer, "bytes_up"),
+                                 self._pipe(up_reader, writer, "bytes_down"), return_exceptions=True)
+        except asyncio.CancelledError:
+            return  # closed with the connection open: ends quietly (asyncio 3.11 prints a
+            # cancelled connection handler's CancelledError as an unhandled exception)
 
     async def _pipe(self, reader, writer, counter: str):
         """Chunks leave when the emulated wire has carried them, plus the one-way delay; reading
