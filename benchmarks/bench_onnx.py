@@ -67,6 +67,20 @@ def log(*args) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
+def trained_like_statistics(model, seed: int = 0) -> None:
+    """Distinct BatchNorm parameters in every layer, as a trained model has. With ``weights=None``
+    every BN layer of a width folds to the same constants, which tf2onnx merges into one
+    initializer named after whichever layer it met first, and that depends on the conversion's
+    outputs (the cuts): a re-split's files then differ from a fresh export's in those names."""
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([w * rng.uniform(0.5, 1.5, w.shape).astype(w.dtype) for w in layer.get_weights()])
+
+
 class ConvertTimer:
     """Seconds spent inside tf2onnx conversions during an export."""
 
@@ -213,6 +227,7 @@ def main(argv=None) -> int:
         parser.error("the cut tensors are ResNet50's; only --model ResNet50 is supported")
     model = getattr(keras.applications, args.model)(
         input_shape=(args.input_shape, args.input_shape, 3), weights=None)
+    trained_like_statistics(model)
     results = {"model": args.model, "input_shape": args.input_shape, "cpu_count": os.cpu_count(),
                "load_avg_start": os.getloadavg(), "platform": platform.platform(),
                "versions": None, "export": {}, "latency": {}}

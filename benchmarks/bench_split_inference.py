@@ -13,7 +13,10 @@ How the devices and the link are emulated (everything on this machine, loopback 
   thread (``threads=1``: the profile, the edge runner, ``kgraft serve --threads 1``);
 * **edge**: ``--edge-slowdown`` times slower than that: ``SplitRunner(edge_slowdown=...)`` runs
   the edge partitions and waits until ``slowdown x`` their *CPU time* has passed, so the emulated
-  device is not slowed further by the host's other load. The profile is CPU time too;
+  device is not slowed further by the host's other load; that CPU time is taken on a second run
+  inside the wait, warm, as a device that runs nothing else computes (the first run after a
+  pause costs 25-40% more on this host, and the slowdown would multiply that into noise). The
+  profile is CPU time of back-to-back runs too;
 * **server**: ``kgraft serve`` (KServe's v2 server, ONNX Runtime) in a subprocess on 127.0.0.1,
   real wall time;
 * **link**: :class:`kgraft.backends.serve.link.EmulatedLink`, a TCP proxy on 127.0.0.1 between
@@ -21,10 +24,12 @@ How the devices and the link are emulated (everything on this machine, loopback 
   as ``tc netem rate ... delay ...`` would;
 * **serving overhead**: :func:`kgraft.backends.serve.overhead.measure_overhead` (fixed and
   per-byte cost of a request, and the protocol's bytes) against ``kgraft serve`` through an
-  unlimited EmulatedLink, once, before the table; the planner is given it.
+  EmulatedLink of unlimited bandwidth at the table's rtt (subtracted), once, before the table;
+  the planner is given it.
 
 Configurations of one row are timed in interleaved rounds (A B C D, A B C D, ...: the host's
-load drifts over all of them alike), after one warm-up each; medians of ``--runs``. On a shared
+load drifts over all of them alike), after one warm-up each; medians of ``--runs``. A placement
+that two columns share (the choice is all on edge, say) is one configuration, timed once. On a shared
 host, run it with a higher priority (``nice -n -10``, as root) so that the server's wall time is
 its work.
 
@@ -125,9 +130,15 @@ class Placements:
         self.stack.close()
 
 
-def interleaved(runners: dict, x, runs: int) -> dict[str, float]:
-    """Median seconds per call of each runner, timed in interleaved rounds after one warm-up."""
+PARTS = ("edge_s", "transfer_s", "server_s")
+
+
+def interleaved(runners: dict, x, runs: int) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Median seconds per call of each runner, timed in interleaved rounds after one warm-up, and
+    the medians of the parts of a call as ``SplitRunner.last_timing`` splits it (the edge, the
+    request less the server's reported compute, that compute)."""
     times = {key: [] for key in runners}
+    parts = {key: {part: [] for part in PARTS} for key in runners}
     for runner in runners.values():
         runner(x)
     for _ in range(runs):
@@ -135,7 +146,10 @@ def interleaved(runners: dict, x, runs: int) -> dict[str, float]:
             started = time.perf_counter()
             runner(x)
             times[key].append(time.perf_counter() - started)
-    return {key: statistics.median(t) for key, t in times.items()}
+            for part in PARTS:
+                parts[key][part].append(getattr(runner.last_timing, part) or 0.0)
+    return ({key: statistics.median(t) for key, t in times.items()},
+            {key: {part: statistics.median(v) for part, v in p.items()} for key, p in parts.items()})
 
 
 def main(argv=None) -> int:
@@ -157,7 +171,7 @@ def main(argv=None) -> int:
     from kgraft.passes import rank_placements
 
     started = time.perf_counter()
-    overhead = Overhead() if args.no_overhead else measure_overhead(threads=threads)
+    overhead = Overhead() if args.no_overhead else measure_overhead(threads=threads, rtt_s=args.rtt)
     log(f"serving overhead: {overhead.request_s * 1e3:.2f} ms per request, {overhead.per_byte_s * 1e9:.2f} ns per "
         f"tensor byte, {overhead.request_bytes} protocol bytes per request")
     lines = ["| model | Mbps | planner's choice | all on edge | all on server | choice | int8 choice | choice vs "
@@ -170,7 +184,7 @@ def main(argv=None) -> int:
             x, calibration = sample(model, 0), sample(model, 1, batch=32)
             graph = kgraft.lower(model)
             log(f"{name}: profiling layers (one thread, CPU time)")
-            profile = layer_profile(model, runs=20, threads=threads)
+            profile = layer_profile(model, runs=50, threads=threads)
             placements = Placements(kgraft, model, os.path.join(root, name), calibration, threads)
             try:
                 for text in args.bandwidth:
@@ -181,19 +195,27 @@ def main(argv=None) -> int:
                     by_label = {r.label: r for r in rows}
                     chosen = {"edge": (by_label["all on edge"], None), "server": (by_label["all on server"], None),
                               "choice": (rows[0], None), "int8": (int8_rows[0], "int8")}
-                    runners = {key: placements.runner(row, (bw, args.rtt), args.edge_slowdown, compress)
-                               for key, (row, compress) in chosen.items()}
+                    # one runner per distinct configuration: the choice is often one of the sides
+                    config = {key: (row.label, compress if row.label not in SIDES else None)
+                              for key, (row, compress) in chosen.items()}
+                    first = {c: key for key, c in reversed(config.items())}
+                    runners = {c: placements.runner(chosen[key][0], (bw, args.rtt), args.edge_slowdown, c[1])
+                               for c, key in first.items()}
                     try:
-                        measured = interleaved(runners, x, args.runs)
+                        by_config, parts_by_config = interleaved(runners, x, args.runs)
                     finally:
                         for runner in runners.values():
                             runner.close()
                             if hasattr(runner, "link"):
                                 runner.link.close()
+                    measured = {key: by_config[c] for key, c in config.items()}
+                    measured_parts = {key: parts_by_config[c] for key, c in config.items()}
                     ratio = {key: chosen[key][0].total_s / measured[key] for key in chosen}
                     for key, (row, _) in chosen.items():
                         log(f"  {text} {key:6s} {row.label[:40]:40s} measured {measured[key] * 1e3:8.1f} ms, "
-                            f"predicted {row.total_s * 1e3:8.1f} ms ({ratio[key]:.2f})")
+                            f"predicted {row.total_s * 1e3:8.1f} ms ({ratio[key]:.2f}); predicted/measured "
+                            + ", ".join(f"{part[:-2]} {getattr(row, part) * 1e3:.1f}/"
+                                        f"{measured_parts[key][part] * 1e3:.1f}" for part in PARTS))
                     best_single = min(measured["edge"], measured["server"])
                     int8_row = chosen["int8"][0]
                     plain = by_label.get(int8_row.label)
@@ -209,6 +231,7 @@ def main(argv=None) -> int:
                     records.append({"model": name, "bandwidth_bps": bw, "rtt_s": args.rtt,
                                     "edge_slowdown": args.edge_slowdown,
                                     "rows": {key: {"placement": row.label, "measured_s": measured[key],
+                                                   "measured_parts_s": measured_parts[key],
                                                    "predicted_s": row.total_s, "edge_s": row.edge_s,
                                                    "transfer_s": row.transfer_s, "server_s": row.server_s,
                                                    "bytes_per_sample": row.bytes_per_sample,

@@ -359,6 +359,23 @@ def test_emulated_link_carries_at_its_bandwidth_and_delay(skipnet, tail_server):
     assert expected * 0.9 < took - base < expected * 1.3, (took, base, expected)
 
 
+def test_emulated_edge_takes_its_slowdown_times_the_warm_compute(skipnet):
+    """SplitRunner(edge_slowdown=k): the edge partitions take k times their compute on this
+    machine, timed on a second (warm) run inside the wait; the outputs are the model's."""
+    model, directory = skipnet
+    x = rand((256, 8, 8, 3), 6)
+    with kgraft.SplitRunner(directory, edge_slowdown=10, threads=1) as runner:
+        close(runner(x)[0], model, x)
+        for _ in range(3):
+            runner(x)
+            timing = runner.last_timing
+            assert timing.edge_compute_s > 0 and timing.requests == 0
+            assert 10 * timing.edge_compute_s <= timing.edge_s <= 10 * timing.edge_compute_s + 0.05
+    with kgraft.SplitRunner(directory, threads=1) as plain:  # no slowdown: one run, no wait
+        close(plain(x)[0], model, x)
+        assert plain.last_timing.edge_s < 10 * timing.edge_compute_s
+
+
 def test_emulated_link_closes_quietly_with_a_connection_open(caplog):
     """Closing the link while a connection is still open (a benchmark's runner ends) prints
     nothing: asyncio 3.11 reported the cancelled connection handler as an unhandled error."""
@@ -387,3 +404,12 @@ def test_measure_overhead_against_kgraft_serve():
     overhead = measure_overhead(runs=3, sizes=(1, 1 << 16, 1 << 18))
     assert 0 <= overhead.request_s < 0.1 and 0 <= overhead.per_byte_s < 1e-6
     assert 300 < overhead.request_bytes < 2000  # HTTP + v2 JSON headers, both ways
+
+
+def test_measure_overhead_through_a_delayed_link_leaves_the_delay_out():
+    """With rtt_s the probe crosses the emulated delay, which is subtracted: what stays is what
+    the stack and the link add beyond it (well under the 50 ms delay itself)."""
+    from kgraft.backends.serve.overhead import measure_overhead
+
+    overhead = measure_overhead(runs=3, sizes=(1, 1 << 16), rtt_s=0.05)
+    assert 0 <= overhead.request_s < 0.02, overhead

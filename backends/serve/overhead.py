@@ -11,7 +11,9 @@ tensors of several sizes through :class:`~kgraft.SplitRunner` and an unlimited
 * ``request_bytes``: the wire bytes per request beyond the tensors' own (HTTP and v2 headers).
 
 Everything in the path is what a split deployment runs (tritonclient, KServe, uvicorn), plus the
-loopback proxy, which a benchmark that emulates its link with it pays too.
+loopback proxy, which a benchmark that emulates its link with it pays too; ``rtt_s`` runs the
+probe through the proxy at that round trip (subtracted from each request), so that what a
+delayed link adds beyond its delay is counted as well.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def probe_export(directory) -> str:
     return os.fspath(directory)
 
 
-def measure_overhead(runs: int = 9, sizes=SIZES, protocol: str = "http", threads: int | None = 1) -> Overhead:
+def measure_overhead(runs: int = 9, sizes=SIZES, protocol: str = "http", threads: int | None = 1,
+                     rtt_s: float = 0.0) -> Overhead:
     """The fixed and per-byte cost of a request to ``kgraft serve`` on 127.0.0.1 (see the module doc)."""
     from .link import EmulatedLink
     from .local import ServedExport
@@ -48,7 +51,7 @@ def measure_overhead(runs: int = 9, sizes=SIZES, protocol: str = "http", threads
 
     with tempfile.TemporaryDirectory(prefix="kgraft-overhead-") as tmp:
         directory = probe_export(os.path.join(tmp, "probe"))
-        with ServedExport(directory, threads=threads) as served, EmulatedLink(served.port) as link, \
+        with ServedExport(directory, threads=threads) as served, EmulatedLink(served.port, rtt_s=rtt_s) as link, \
                 SplitRunner(directory, link.url, edge=0, protocol=protocol) as runner:
             points, extra = [], []
             for n in sizes:
@@ -59,7 +62,7 @@ def measure_overhead(runs: int = 9, sizes=SIZES, protocol: str = "http", threads
                     before = link.bytes_up + link.bytes_down
                     runner(x)
                     timing = runner.last_timing
-                    seconds.append(timing.transfer_s)
+                    seconds.append(timing.transfer_s - rtt_s)
                     tensors = timing.bytes_sent + timing.bytes_received
                     extra.append(link.bytes_up + link.bytes_down - before - tensors)
                 points.append((tensors, statistics.median(seconds)))
