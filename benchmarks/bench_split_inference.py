@@ -13,10 +13,10 @@ How the devices and the link are emulated (everything on this machine, loopback 
   thread (``threads=1``: the profile, the edge runner, ``kgraft serve --threads 1``);
 * **edge**: ``--edge-slowdown`` times slower than that: ``SplitRunner(edge_slowdown=...)`` runs
   the edge partitions and waits until ``slowdown x`` their *CPU time* has passed, so the emulated
-  device is not slowed further by the host's other load; that CPU time is taken on a second run
-  inside the wait, warm, as a device that runs nothing else computes (the first run after a
-  pause costs 25-40% more on this host, and the slowdown would multiply that into noise). The
-  profile is CPU time of back-to-back runs too;
+  device is not slowed further by the host's other load; that CPU time is the partitions' steady
+  time, the least of back-to-back runs for 0.25 s on the first call (the warm-up), as a device
+  that runs nothing else computes (a run after a pause costs 25-70% more on this host, and the
+  slowdown would multiply that into noise). The profile is the least of back-to-back runs too;
 * **server**: ``kgraft serve`` (KServe's v2 server, ONNX Runtime) in a subprocess on 127.0.0.1,
   real wall time;
 * **link**: :class:`kgraft.backends.serve.link.EmulatedLink`, a TCP proxy on 127.0.0.1 between

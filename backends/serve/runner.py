@@ -37,8 +37,8 @@ class Timing:
 
     ``transfer_s`` is the requests' wall time minus ``server_s``, the time the server says it
     computed (``None`` when it does not say, as Triton; ``transfer_s`` then includes it).
-    ``edge_compute_s`` is the edge partitions' compute on this machine (what an emulated edge
-    takes ``edge_slowdown`` times, as ``edge_s``).
+    ``edge_compute_s`` is the edge partitions' compute on this machine: this run's, or with an
+    emulated slower edge the steady time it takes ``edge_slowdown`` times (``edge_s``).
     """
 
     edge_s: float
@@ -59,14 +59,14 @@ class SplitRunner:
     threads of the edge partitions (None: its default). ``edge_slowdown`` emulates a slower edge
     device (benchmarks use it; 1 = this machine): the edge partitions take ``edge_slowdown * t``
     seconds, the runner waiting out the rest, where ``t`` is their ONNX Runtime time on this
-    machine, in CPU time with ``threads=1`` (then the host's other load does not slow the
-    emulated device), else in wall time. The wait is spent running the partitions again, for as
-    long as another run fits in it, and ``t`` is the least time of them all: the device's speed
-    with caches and clocks warm and undisturbed, as on a device that runs nothing else. One run
-    on a shared host depends on what ran before it (MobileNetV2: 2.1 ms back to back, 2.6 ms
-    after a 20 ms pause, 2.9-3.5 ms after 0.2-2.5 s idle, the clock still low) and on the
-    host's other tenants (BERT tiny, warm: 0.83 to 1.38 ms), which the slowdown would multiply
-    into noise; :func:`~kgraft.backends.onnx.profile.layer_profile` measures the same least time.
+    machine at its steady speed: in CPU time with ``threads=1`` (then the host's other load does
+    not slow the emulated device), else in wall time; the least time of runs made back to back
+    for :data:`CALIBRATION_S` on the first call with each input shape (that call takes that much
+    longer), which is what :func:`~kgraft.backends.onnx.profile.layer_profile` measures too. An
+    emulated device runs at one speed; one run on a shared host does not: MobileNetV2 160x160
+    took 2.1 ms back to back, 2.6 ms after a 20 ms pause, 2.9-3.5 ms after 0.2-2.5 s idle, and
+    a tiny BERT 0.72 ms running continuously but 0.82-1.08 ms as the least of 20 runs made right
+    after a pause (the host's clock still low), which the slowdown multiplied into noise.
     """
 
     def __init__(self, manifest_or_dir, url: str | None = None, edge: int = 1, protocol: str = "http", *,
@@ -90,6 +90,7 @@ class SplitRunner:
         self.last_timing: Timing | None = None
         self._client = None
         self._steps = None
+        self._steady: dict[tuple, float] = {}  # input shapes -> the edge's steady compute seconds
 
     def __repr__(self) -> str:
         where = "here" if self.url is None else f"{self.protocol}://{self.url}"
@@ -113,16 +114,13 @@ class SplitRunner:
     def run(self, inputs) -> list[np.ndarray]:
         """The model's outputs (in order) for ``inputs`` (an array, a list, or a dict by name)."""
         feeds = self.local.normalize(inputs)
+        emulated = self.edge_slowdown > 1 and self.edge
+        reference = self._steady_compute_s(feeds) if emulated else None
         started = time.perf_counter()
         env = self._run_edge(feeds)
-        if self.edge_slowdown > 1 and self.edge:
-            compute, last = self._edge_compute_s, time.perf_counter() - started
-            while time.perf_counter() + last < started + compute * self.edge_slowdown:  # see the class doc
-                run = time.perf_counter()
-                self._run_edge(feeds)
-                compute, last = min(compute, self._edge_compute_s), time.perf_counter() - run
-            self._edge_compute_s = compute
-            _wait_until(started + compute * self.edge_slowdown)
+        if emulated:
+            self._edge_compute_s = reference
+            _wait_until(started + reference * self.edge_slowdown)
         edge_s = time.perf_counter() - started
         request_s, server_s, sent, received = 0.0, 0.0, 0, 0
         steps = self._connect() if self.edge < len(self.manifest["partitions"]) else []
@@ -138,6 +136,18 @@ class SplitRunner:
         self.last_timing = Timing(edge_s, request_s - (server_s or 0.0), server_s, sent, received,
                                   len(steps), time.perf_counter() - started, self._edge_compute_s)
         return [env[name] for name in self.output_names]
+
+    def _steady_compute_s(self, feeds: dict) -> float:
+        """The edge partitions' least compute time for inputs of these shapes, from runs made
+        back to back for :data:`CALIBRATION_S` the first time (see the class doc)."""
+        key = tuple((name, a.shape, a.dtype.str) for name, a in feeds.items())
+        if key not in self._steady:
+            times, until = [], time.perf_counter() + CALIBRATION_S
+            while len(times) < 3 or time.perf_counter() < until:
+                self._run_edge(feeds)
+                times.append(self._edge_compute_s)
+            self._steady[key] = min(times)
+        return self._steady[key]
 
     def _run_edge(self, feeds: dict) -> dict:
         """Every tensor the edge partitions compute (and the inputs); their compute time by
@@ -225,6 +235,9 @@ class SplitRunner:
                 raise KgraftError(f"SplitRunner: {model!r} on {self.url} returned no tensor {io['name']!r}")
         return results, _server_seconds(result, http)
 
+
+CALIBRATION_S = 0.25
+"""Seconds of back-to-back runs that measure an emulated edge's steady speed (see SplitRunner)."""
 
 SPIN_S = 0.005
 """The last seconds of an emulated wait are spun, not slept: on a busy host a sleeping thread
