@@ -117,9 +117,9 @@ class SplitRunner:
         emulated = self.edge_slowdown > 1 and self.edge
         reference = self._steady_compute_s(feeds) if emulated else None
         started = time.perf_counter()
-        env = self._run_edge(feeds)
+        env, compute = self._run_edge(feeds)
         if emulated:
-            self._edge_compute_s = reference
+            compute = reference
             _wait_until(started + reference * self.edge_slowdown)
         edge_s = time.perf_counter() - started
         request_s, server_s, sent, received = 0.0, 0.0, 0, 0
@@ -134,7 +134,7 @@ class SplitRunner:
             received += sum(r.nbytes for r in results)
             env.update(zip((io["name"] for io in outs), results))
         self.last_timing = Timing(edge_s, request_s - (server_s or 0.0), server_s, sent, received,
-                                  len(steps), time.perf_counter() - started, self._edge_compute_s)
+                                  len(steps), time.perf_counter() - started, compute)
         return [env[name] for name in self.output_names]
 
     def _steady_compute_s(self, feeds: dict) -> float:
@@ -144,18 +144,16 @@ class SplitRunner:
         if key not in self._steady:
             times, until = [], time.perf_counter() + CALIBRATION_S
             while len(times) < 3 or time.perf_counter() < until:
-                self._run_edge(feeds)
-                times.append(self._edge_compute_s)
+                times.append(self._run_edge(feeds)[1])
             self._steady[key] = min(times)
         return self._steady[key]
 
-    def _run_edge(self, feeds: dict) -> dict:
-        """Every tensor the edge partitions compute (and the inputs); their compute time by
-        :attr:`_clock` in ``_edge_compute_s``."""
-        compute = self._clock()
+    def _run_edge(self, feeds: dict) -> tuple[dict, float]:
+        """Every tensor the edge partitions compute (and the inputs), and their compute time by
+        :attr:`_clock`."""
+        start = self._clock()
         env = self.local.chain.run(feeds)
-        self._edge_compute_s = self._clock() - compute
-        return env
+        return env, self._clock() - start
 
     # -------------------------------------------------------------------------- the server
     def _module(self):
