@@ -199,7 +199,8 @@ def test_verify_catches_a_wrong_int8_scale(model, exports, tmp_path):
         verify(model, broken, inputs=rand((4, 8, 8, 3), 2) * 0.5)
 
 
-def test_int8_before_a_masked_recurrent_layer(tmp_path):
+@pytest.mark.parametrize("recurrent", ["lstm", "bigru"])
+def test_int8_before_a_masked_recurrent_layer(recurrent, tmp_path):
     """The int8 cut tensor feeds an LSTM's loop (its mask crosses too): ONNX Runtime 1.32 aborted
     the process opening a consumer whose DequantizeLinear reaches a Loop body's capture through a
     Transpose, so there the tensor is decoded as (Cast(q) - zero_point) * scale; the file opens
@@ -209,9 +210,9 @@ def test_int8_before_a_masked_recurrent_layer(tmp_path):
     import sys
     import warnings
 
+    layer = keras.layers.LSTM(4) if recurrent == "lstm" else keras.layers.Bidirectional(keras.layers.GRU(3))
     model = keras.Sequential([keras.Input((None,), dtype="int32"),
-                              keras.layers.Embedding(20, 4, mask_zero=True, name="embedding"),
-                              keras.layers.LSTM(4, name="lstm")], name="seq")
+                              keras.layers.Embedding(20, 4, mask_zero=True, name="embedding"), layer], name="seq")
     ids = np.random.default_rng(2).integers(1, 20, (6, 7)).astype("int32")
     for k in range(1, 6):
         ids[k, 7 - k:] = 0
