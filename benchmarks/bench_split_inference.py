@@ -14,8 +14,8 @@ How the devices and the link are emulated (everything on this machine, loopback 
 * **edge**: ``--edge-slowdown`` times slower than that: ``SplitRunner(edge_slowdown=...)`` runs
   the edge partitions and waits until ``slowdown x`` their *CPU time* has passed, so the emulated
   device is not slowed further by the host's other load; that CPU time is the partitions' steady
-  time, the least of back-to-back runs for 0.25 s on the first call (the warm-up), as a device
-  that runs nothing else computes (a run after a pause costs 25-70% more on this host, and the
+  time, the least of back-to-back runs for 1 s on the first call of the first runner of an
+  export (the warm-up; later rows run the same device), as a device that runs nothing else computes (a run after a pause costs 25-70% more on this host, and the
   slowdown would multiply that into noise). The profile is the least of back-to-back runs too;
 * **server**: ``kgraft serve`` (KServe's v2 server, ONNX Runtime) in a subprocess on 127.0.0.1,
   real wall time;

@@ -14,6 +14,8 @@ the export expects and what the server has. ``runner.last_timing`` is a :class:`
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -61,9 +63,11 @@ class SplitRunner:
     seconds, the runner waiting out the rest, where ``t`` is their ONNX Runtime time on this
     machine at its steady speed: in CPU time with ``threads=1`` (then the host's other load does
     not slow the emulated device), else in wall time; the least time of runs made back to back
-    for :data:`CALIBRATION_S` on the first call with each input shape (that call takes that much
-    longer), which is what :func:`~kgraft.backends.onnx.profile.layer_profile` measures too. An
-    emulated device runs at one speed; one run on a shared host does not: MobileNetV2 160x160
+    for :data:`CALIBRATION_S` on the first call with each input shape, once per export and
+    number of edge partitions in a process (that call takes that much longer; later runners of
+    the same export emulate the same device), which is what
+    :func:`~kgraft.backends.onnx.profile.layer_profile` measures too. An emulated device runs at
+    one speed; one run on a shared host does not: MobileNetV2 160x160
     took 2.1 ms back to back, 2.6 ms after a 20 ms pause, 2.9-3.5 ms after 0.2-2.5 s idle, and
     a tiny BERT 0.72 ms running continuously but 0.82-1.08 ms as the least of 20 runs made right
     after a pause (the host's clock still low), which the slowdown multiplied into noise.
@@ -86,11 +90,11 @@ class SplitRunner:
         self.local = OnnxPipeline(self.dir, providers=providers, session_options=session_options(threads),
                                   upto=self.edge)
         self._clock = compute_clock(threads)
+        self.threads = threads
         self.output_names = [io["name"] for io in self.manifest["outputs"]]
         self.last_timing: Timing | None = None
         self._client = None
         self._steps = None
-        self._steady: dict[tuple, float] = {}  # input shapes -> the edge's steady compute seconds
 
     def __repr__(self) -> str:
         where = "here" if self.url is None else f"{self.protocol}://{self.url}"
@@ -139,14 +143,16 @@ class SplitRunner:
 
     def _steady_compute_s(self, feeds: dict) -> float:
         """The edge partitions' least compute time for inputs of these shapes, from runs made
-        back to back for :data:`CALIBRATION_S` the first time (see the class doc)."""
-        key = tuple((name, a.shape, a.dtype.str) for name, a in feeds.items())
-        if key not in self._steady:
-            times, until = [], time.perf_counter() + CALIBRATION_S
-            while len(times) < 3 or time.perf_counter() < until:
-                times.append(self._run_edge(feeds)[1])
-            self._steady[key] = min(times)
-        return self._steady[key]
+        back to back for :data:`CALIBRATION_S` the first time in this process (see the class doc)."""
+        key = (os.path.realpath(self.dir), self.edge, self.threads,
+               tuple((name, a.shape, a.dtype.str) for name, a in feeds.items()))
+        with _STEADY_LOCK:
+            if key not in _STEADY:
+                times, until = [], time.perf_counter() + CALIBRATION_S
+                while len(times) < 3 or time.perf_counter() < until:
+                    times.append(self._run_edge(feeds)[1])
+                _STEADY[key] = min(times)
+            return _STEADY[key]
 
     def _run_edge(self, feeds: dict) -> tuple[dict, float]:
         """Every tensor the edge partitions compute (and the inputs), and their compute time by
@@ -234,8 +240,11 @@ class SplitRunner:
         return results, _server_seconds(result, http)
 
 
-CALIBRATION_S = 0.25
+CALIBRATION_S = 1.0
 """Seconds of back-to-back runs that measure an emulated edge's steady speed (see SplitRunner)."""
+
+_STEADY: dict[tuple, float] = {}  # (export, edge partitions, threads, input shapes) -> seconds
+_STEADY_LOCK = threading.Lock()
 
 SPIN_S = 0.005
 """The last seconds of an emulated wait are spun, not slept: on a busy host a sleeping thread
