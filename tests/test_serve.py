@@ -384,8 +384,12 @@ def test_emulated_edge_runs_at_its_slowdown_times_the_steady_compute(skipnet):
         close(again(x)[0], model, x)
         assert again.last_timing.edge_compute_s == steady and time.perf_counter() - started < CALIBRATION_S
     with kgraft.SplitRunner(directory, threads=1) as plain:  # no slowdown: one run, no wait
-        close(plain(x)[0], model, x)
-        assert plain.last_timing.edge_s < 10 * steady
+        close(plain(x)[0], model, x)  # (the first run of new sessions is slower)
+        took = []
+        for _ in range(3):
+            plain(x)
+            took.append(plain.last_timing.edge_s)
+        assert min(took) < 10 * steady
 
 
 def test_emulated_link_closes_quietly_with_a_connection_open(caplog):
