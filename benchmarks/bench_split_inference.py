@@ -15,8 +15,9 @@ How the devices and the link are emulated (everything on this machine, loopback 
   the edge partitions and waits until ``slowdown x`` their *CPU time* has passed, so the emulated
   device is not slowed further by the host's other load; that CPU time is the partitions' steady
   time, the least of back-to-back runs for 1 s on the first call of the first runner of an
-  export (the warm-up; later rows run the same device), as a device that runs nothing else computes (a run after a pause costs 25-70% more on this host, and the
-  slowdown would multiply that into noise). The profile is the least of back-to-back runs too;
+  export (the warm-up; later rows run the same device), as a device that runs nothing else
+  computes (a run after a pause costs 25-70% more on this host, and the slowdown would multiply
+  that into noise). The profile is the least of back-to-back runs too;
 * **server**: ``kgraft serve`` (KServe's v2 server, ONNX Runtime) in a subprocess on 127.0.0.1,
   real wall time;
 * **link**: :class:`kgraft.backends.serve.link.EmulatedLink`, a TCP proxy on 127.0.0.1 between
@@ -29,9 +30,9 @@ How the devices and the link are emulated (everything on this machine, loopback 
 
 Configurations of one row are timed in interleaved rounds (A B C D, A B C D, ...: the host's
 load drifts over all of them alike), after one warm-up each; medians of ``--runs``. A placement
-that two columns share (the choice is all on edge, say) is one configuration, timed once. On a shared
-host, run it with a higher priority (``nice -n -10``, as root) so that the server's wall time is
-its work.
+that two columns share (the choice is all on edge, say) is one configuration, timed once. On a
+shared host, run it with a higher priority (``nice -n -10``, as root) so that the server's wall
+time is its work.
 
     nice -n -10 python benchmarks/bench_split_inference.py             # MobileNetV2, ResNet50, BERT tiny; edge 20x
     python benchmarks/bench_split_inference.py --models MobileNetV2 --bandwidth 1Mbps 20Mbps --runs 5

@@ -129,8 +129,7 @@ def _batch(inputs) -> int:
 
 # ------------------------------------------------------------------------------ graph rewriting
 def _rewrite(proto, part: dict, names: set[str], compress: str, params: dict) -> None:
-    import onnx
-
+    """Encode and decode in one partition (export_onnx runs the full checker on the result)."""
     graph = proto.graph
     index = part["index"]
     decoders = []
@@ -163,7 +162,6 @@ def _rewrite(proto, part: dict, names: set[str], compress: str, params: dict) ->
     graph.node.extend(nodes)
     graph.initializer.extend(initializers)
     del graph.value_info[:]  # stale for the renamed tensors; ONNX Runtime infers them again
-    onnx.checker.check_model(proto)
 
 
 def _decode(wire: str, inner: str, compress: str, qparams, arithmetic: bool = False):
@@ -193,16 +191,18 @@ def _reaches_a_capture(graph, name: str) -> bool:
     tensor that a Loop/Scan/If body reads from the outer graph. ONNX Runtime (1.32) aborts the
     process opening such a file (its QDQ propagation indexes the body's capture as an explicit
     input: a masked LSTM after an int8 cut), so that tensor is decoded in plain arithmetic."""
-    frontier, seen = [name], set()
+    captured = set().union(*(_reads(body) for node in graph.node for body in _bodies(node)))
+    frontier, seen = [name], {name}
     while frontier:
         value = frontier.pop()
         for node in graph.node:
-            if value in node.input and node.op_type in _DQ_PROPAGATES_PAST and node.output[0] not in seen:
+            if value in node.input and node.op_type in _DQ_PROPAGATES_PAST:
                 out = node.output[0]
-                seen.add(out)
-                frontier.append(out)
-                if any(_is_read(body, out) for other in graph.node for body in _bodies(other)):
+                if out in captured:
                     return True
+                if out not in seen:
+                    seen.add(out)
+                    frontier.append(out)
     return False
 
 
@@ -232,9 +232,15 @@ def _bodies(node):
         yield from [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs
 
 
+def _reads(graph) -> set[str]:
+    """The tensor names the nodes of ``graph`` read (subgraph bodies included)."""
+    return {name for node in graph.node for name in node.input}.union(
+        *(_reads(body) for node in graph.node for body in _bodies(node)))
+
+
 def _is_read(graph, name: str) -> bool:
     """Whether a node of ``graph`` (subgraph bodies included) reads tensor ``name``."""
-    return any(name in node.input or any(_is_read(body, name) for body in _bodies(node)) for node in graph.node)
+    return name in _reads(graph)
 
 
 def _replace_uses(graph, old: str, new: str, top: bool = True) -> None:

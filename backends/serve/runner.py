@@ -118,7 +118,7 @@ class SplitRunner:
     def run(self, inputs) -> list[np.ndarray]:
         """The model's outputs (in order) for ``inputs`` (an array, a list, or a dict by name)."""
         feeds = self.local.normalize(inputs)
-        emulated = self.edge_slowdown > 1 and self.edge
+        emulated = self.edge_slowdown > 1 and self.edge > 0
         reference = self._steady_compute_s(feeds) if emulated else None
         started = time.perf_counter()
         env, compute = self._run_edge(feeds)
